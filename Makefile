@@ -1,0 +1,69 @@
+# Every target works on a fresh machine: it creates .venv and installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# torch/torchvision are pinned for the dev install (these wheels are cached on the project's machines)
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install data demo test test-nbs test-slow pytest check-clean check-export readme bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e '.[dev]' $(TORCH_PINS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST from the Debian package, unless $SSL_DATA points elsewhere
+data:
+	@if [ -z "$$SSL_DATA" ] && [ ! -f $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or set SSL_DATA=DIR (a folder with the four IDX .gz files)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+demo: install data
+	$(VENV)/bin/ssl-pretrain --out demo_out
+
+# Fails if a command changes the notebooks, the library or the README
+SNAPSHOT = find nbs self_supervised README.md -type f -not -path '*/__pycache__/*' -not -path '*/.ipynb_checkpoints/*' | sort | xargs sha1sum | sha1sum
+
+check-clean: install
+	@before=$$($(SNAPSHOT)); $(VENV)/bin/nbdev-clean; after=$$($(SNAPSHOT)); \
+	if [ "$$before" != "$$after" ]; then echo "Notebooks are not clean: run nbdev-clean and commit"; git status --short nbs; exit 1; fi
+
+check-export: install
+	@before=$$($(SNAPSHOT)); $(VENV)/bin/nbdev-export; after=$$($(SNAPSHOT)); \
+	if [ "$$before" != "$$after" ]; then echo "The library is out of sync with the notebooks: run nbdev-export and commit"; git status --short self_supervised; exit 1; fi
+
+test-nbs: install data
+	$(VENV)/bin/nbdev-test --n-workers 2 --timing
+
+test-slow: install data
+	$(VENV)/bin/nbdev-test --n-workers 2 --flags slow
+	$(VENV)/bin/pytest -q -m slow tests
+
+pytest: install data
+	$(VENV)/bin/pytest -q -m "not slow" tests
+
+test: check-clean check-export test-nbs pytest
+
+# README.md is generated from nbs/index.ipynb (needs Quarto, from PyPI's quarto-cli)
+readme: install
+	$(PIP) install -q quarto-cli
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/nbdev-readme
+
+bench: install data
+	$(PY) bench/augment_cost.py
+	$(PY) bench/simclr_fmnist.py
+
+clean:
+	rm -rf $(VENV) demo_out bench_out _docs _proc
