@@ -43,6 +43,7 @@ check-clean: install
 check-export: install
 	@before=$$($(SNAPSHOT)); $(VENV)/bin/nbdev-export; after=$$($(SNAPSHOT)); \
 	if [ "$$before" != "$$after" ]; then echo "The library is out of sync with the notebooks: run nbdev-export and commit"; git status --short self_supervised; exit 1; fi
+	$(PY) tools/make_readme.py --check
 
 test-nbs: install data
 	$(VENV)/bin/nbdev-test --n-workers 2 --timing
@@ -56,10 +57,9 @@ pytest: install data
 
 test: check-clean check-export test-nbs pytest
 
-# README.md is generated from nbs/index.ipynb (needs Quarto, from PyPI's quarto-cli)
+# README.md is generated from nbs/index.ipynb (tools/make_readme.py: nbdev-readme needs Quarto, not installable here)
 readme: install
-	$(PIP) install -q quarto-cli
-	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/nbdev-readme
+	$(PY) tools/make_readme.py
 
 bench: install data
 	$(PY) bench/augment_cost.py

@@ -3,13 +3,13 @@
 Target (issue 2): augmenting a batch of 256 images to 32x32 costs at most 20% of one forward+backward pass of
 the demo encoder on the same batch. Both are timed in the same run, on the same device, and reported as a ratio.
 
-    python bench/augment_cost.py [--bs 256] [--size 32] [--arch small_resnet_16] [--device cpu] [--reps 20]
+    python bench/augment_cost.py [--bs 256] [--size 32] [--arch small_resnet] [--device cpu] [--reps 20]
 """
 import argparse, statistics, time
 import torch
 from self_supervised.augmentations import get_batch_augs
 from self_supervised.data import fmnist_stats
-from self_supervised.cli import _encoder
+from self_supervised.layers import create_encoder
 
 def timeit(f, reps, sync):
     f(); f()   # warm-up
@@ -21,7 +21,7 @@ def timeit(f, reps, sync):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--bs', type=int, default=256); ap.add_argument('--size', type=int, default=32)
-    ap.add_argument('--arch', default='small_resnet_16'); ap.add_argument('--device', default='cpu')
+    ap.add_argument('--arch', default="small_resnet"); ap.add_argument('--device', default='cpu')
     ap.add_argument('--reps', type=int, default=20); ap.add_argument('--threads', type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads); torch.manual_seed(0)
@@ -29,7 +29,7 @@ def main():
     sync = (lambda: torch.cuda.synchronize()) if dev.type == 'cuda' else (lambda: None)
     x = torch.rand(a.bs, 1, 28, 28, device=dev)                  # a Fashion-MNIST batch
     pipe = get_batch_augs(a.size, stats=fmnist_stats)             # every augmentation on, per-sample parameters
-    enc = _encoder(a.arch, n_in=1).to(dev)
+    enc = create_encoder(a.arch, n_in=1).to(dev)
     xv = pipe(x)
     def step():
         enc.zero_grad(set_to_none=True)

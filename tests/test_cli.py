@@ -2,7 +2,8 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from self_supervised.cli import ssl_pretrain, small_resnet, ALGOS
+from self_supervised.cli import ssl_pretrain, ALGOS
+from self_supervised.layers import small_resnet
 from self_supervised.layers import load_encoder
 
 SMALL = ['--n-train', '768', '--epochs', '1', '--bs', '128', '--n-test', '400', '--n-probe', '400']

@@ -65,8 +65,12 @@ def test_data_directory_without_files(no_fmnist):
     assert str(d) in msg and 'train-images-idx3-ubyte.gz' in msg
     assert 'apt-get install dataset-fashion-mnist' in msg and 'SSL_DATA' in msg and 'download_fashion_mnist' in msg
 
+def _write(path, raw):
+    path.write_bytes(gzip.compress(raw)); return path
+
 def test_corrupt_idx_file(tmp_path):
-    (tmp_path/'x.gz').write_bytes(gzip.compress(b'\x00\x00\x08\x03\x00\x00\x00\x05'))
+    (tmp_path/'x.gz').write_bytes(gzip.compress(b'\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02'))
+    with pytest.raises(ValueError, match='truncated IDX header'): read_idx(_write(tmp_path/'y.gz', b'\x00\x00\x08\x03\x00\x00\x00\x05'))
     with pytest.raises(ValueError, match='header says shape'): read_idx(tmp_path/'x.gz')
 
 def test_empty_dataset():
