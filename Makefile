@@ -48,9 +48,10 @@ check-export: install
 test-nbs: install data
 	$(VENV)/bin/nbdev-test --n-workers 2 --timing
 
+# Notebook cells marked `#| slow` and pytest tests marked `slow` (none yet: pytest's "no tests" exit code 5 is fine)
 test-slow: install data
 	$(VENV)/bin/nbdev-test --n-workers 2 --flags slow
-	$(VENV)/bin/pytest -q -m slow tests
+	$(VENV)/bin/pytest -q -m slow tests || [ $$? -eq 5 ]
 
 pytest: install data
 	$(VENV)/bin/pytest -q -m "not slow" tests
