@@ -3,19 +3,20 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
+# Reinstall when pyproject.toml's content changes (nbdev rewrites the file, so its mtime is no guide)
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # torch/torchvision are pinned for the dev install (these wheels are cached on the project's machines)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install data demo test test-nbs test-slow pytest check-clean check-export readme bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e '.[dev]' $(TORCH_PINS)
-	touch $(STAMP)
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)
 
