@@ -13,7 +13,7 @@ from fastcore.all import *
 from .dist import gather, rank
 
 # %% auto #0
-__all__ = ['check_pair', 'upcast', 'check_temp', 'nt_xent_loss', 'dcl_loss']
+__all__ = ['check_pair', 'upcast', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss']
 
 # %% ../nbs/03_losses.ipynb #30d14a79
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -74,3 +74,18 @@ def dcl_loss(z1:Tensor, z2:Tensor, temp:float=0.1, sigma:float|None=None) -> Ten
             w = w[rank() * len(z1):(rank() + 1) * len(z1)].repeat(2)
         pos = w * pos
     return (-pos + torch.logsumexp(neg, dim=1)).mean()
+
+# %% ../nbs/03_losses.ipynb #a544d414
+def moco_loss(q:Tensor, k:Tensor, queue:Tensor|None=None, temp:float=0.07) -> Tensor:
+    "InfoNCE of queries `q` (N, D) with positive keys `k` (N, D) and negatives `queue` (K, D), or the batch's other keys when `queue` is None"
+    check_pair(q, k, 'moco_loss', min_bs=1 if queue is not None else 2); check_temp(temp, 'moco_loss')
+    q, k = F.normalize(upcast(q), dim=1), F.normalize(upcast(k), dim=1)
+    if queue is None:
+        logits = q @ gather(k).T / temp
+        return F.cross_entropy(logits, torch.arange(len(q), device=q.device) + rank() * len(q))
+    if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"`moco_loss`: the queue holds keys of shape {tuple(queue.shape[1:])} but the embeddings have {q.shape[1]} dimensions: "
+                         f"build the queue with the projector's output size")
+    neg = q @ F.normalize(upcast(queue).to(q), dim=1).T
+    logits = torch.cat([(q * k).sum(1, keepdim=True), neg], dim=1) / temp
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))

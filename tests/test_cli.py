@@ -48,4 +48,4 @@ def test_cli_missing_data(no_fmnist):
 
 def test_registry_builds_every_algo():
     for name, spec in ALGOS.items():
-        assert {'model', 'augs', 'cb'} <= set(spec), name
+        assert {'model', 'augs', 'cb', 'temp'} <= set(spec), name
