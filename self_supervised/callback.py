@@ -18,7 +18,7 @@ from fastai.vision.learner import in_channels
 from .augmentations import assert_aug_pipelines
 
 # %% auto #0
-__all__ = ['decoded_views', 'SSLCallback']
+__all__ = ['decoded_views', 'SSLCallback', 'ema_update']
 
 # %% ../nbs/04_callback.ipynb #6ffd66ac
 @torch.no_grad()
@@ -26,7 +26,7 @@ def decoded_views(x, aug_pipelines) -> list:
     "One view of `x` per pipeline, un-normalised and clipped to [0, 1] for display"
     return [aug.decode(aug(x)).clamp(0, 1) for aug in aug_pipelines]
 
-# %% ../nbs/04_callback.ipynb #007d19b4
+# %% ../nbs/04_callback.ipynb #7ea6df9d
 class SSLCallback(Callback):
     "Base class of SSL callbacks: subclasses define `make_batch(views) -> (xb, yb)` and `lf(pred, *yb)`"
     order, run_valid = 10, True   # after fastai's CastToTensor (9): views are made from the batch the model will see
@@ -52,10 +52,15 @@ class SSLCallback(Callback):
     def before_validate(self): self._setup()
     def before_fit(self): self._setup(); self._n_in = None
 
+    @property
+    def aug1(self): return self.aug_pipelines[0]
+    @property
+    def aug2(self): return self.aug_pipelines[1]
+
     def _check_input(self, x):
-        if not isinstance(x, Tensor) or x.ndim < 3:
-            raise TypeError(f"{type(self).__name__} expects a batch of images (B, C, H, W) as the first input; got {type(x).__name__} "
-                            f"of shape {tuple(getattr(x, 'shape', ()))}")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a tensor batch as the first input, got {type(x).__name__}")
+        if x.ndim != 4: return   # only images have channels to check against the encoder
         if self._n_in is None:
             try: self._n_in = in_channels(self.learn.model)
             except Exception: self._n_in = x.shape[1]   # no convolution to ask: nothing to check
@@ -114,6 +119,15 @@ class SSLCallback(Callback):
                 if i == 0: ax.set_title('input' if j == 0 else f'view {j}', fontsize=8)
         fig.tight_layout()
         return fig
+
+# %% ../nbs/04_callback.ipynb #4f517939
+@torch.no_grad()
+def ema_update(target:nn.Module, online:nn.Module, m:float):
+    "Move every parameter of `target` towards the same-named parameter of `online`: `t = t*m + o*(1-m)`"
+    src = dict(online.named_parameters())
+    for n, t in target.named_parameters():
+        if n not in src: raise KeyError(f"`ema_update`: the online model has no parameter `{n}`: the target must be a copy of (part of) it")
+        t.copy_(t * m + src[n].detach() * (1. - m))
 
 # %% ../nbs/04_callback.ipynb #43acbb54
 def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallback)]

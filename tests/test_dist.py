@@ -9,10 +9,15 @@ from functools import partial
 import pytest, torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from self_supervised.losses import nt_xent_loss, dcl_loss
+from self_supervised.losses import nt_xent_loss, dcl_loss, moco_loss, supcon_loss
+
+def _supcon(z1, z2):
+    "SupCon over both views, with a class label computed from the data (so each process labels its own slice)"
+    return supcon_loss(torch.cat([z1, z2]), (z1[:, 0] > 0).long().repeat(2), temp=0.3)
 
 LOSSES = {'nt_xent': partial(nt_xent_loss, temp=0.5), 'dcl': partial(dcl_loss, temp=0.2),
-          'dclw': partial(dcl_loss, temp=0.2, sigma=0.5)}
+          'dclw': partial(dcl_loss, temp=0.2, sigma=0.5), 'moco_v3': partial(moco_loss, queue=None, temp=0.2),
+          'supcon': _supcon}
 WORLD = 2
 
 def _free_port():
