@@ -18,7 +18,7 @@ from fastai.vision.learner import in_channels
 from .augmentations import assert_aug_pipelines
 
 # %% auto #0
-__all__ = ['decoded_views', 'SSLCallback', 'ema_update']
+__all__ = ['decoded_views', 'SSLCallback', 'ema_update', 'queue_slots']
 
 # %% ../nbs/04_callback.ipynb #6ffd66ac
 @torch.no_grad()
@@ -128,6 +128,11 @@ def ema_update(target:nn.Module, online:nn.Module, m:float):
     for n, t in target.named_parameters():
         if n not in src: raise KeyError(f"`ema_update`: the online model has no parameter `{n}`: the target must be a copy of (part of) it")
         t.copy_(t * m + src[n].detach() * (1. - m))
+
+# %% ../nbs/04_callback.ipynb #fc2c9e2d
+def queue_slots(ptr:int, n:int, size:int, device=None):
+    "Rows of a circular buffer of `size` rows for `n` entries written at `ptr`, and the pointer after them"
+    return (ptr + torch.arange(n, device=device)) % size, int((ptr + n) % size)
 
 # %% ../nbs/04_callback.ipynb #43acbb54
 def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallback)]
