@@ -63,9 +63,12 @@ test: check-clean check-export test-nbs pytest
 readme: install
 	$(PY) tools/make_readme.py
 
+# Every benchmark script; each prints its figures (the comparison trains every algorithm: about 5 minutes each)
 bench: install data
 	$(PY) bench/augment_cost.py
-	$(PY) bench/simclr_fmnist.py
+	$(PY) bench/loss_speed.py
+	$(PY) bench/step_time.py
+	$(PY) bench/compare_fmnist.py
 
 clean:
 	rm -rf $(VENV) demo_out bench_out _docs _proc
