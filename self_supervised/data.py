@@ -96,14 +96,15 @@ class _Indices:
     def __len__(self): return self.n
     def __getitem__(self, i): return i
 
-# %% ../nbs/00_data.ipynb #3130f1b0
+# %% ../nbs/00_data.ipynb #94ee9c6c
 class TensorDL(DataLoader):
     "A fastai `DataLoader` over in-memory image tensors that gathers a whole batch with one index"
-    def __init__(self, x, y=None, bs=64, shuffle=False, drop_last=None, device=None, **kwargs):
+    n_inp = 1   # the image is the only input; labels (and item indices) are targets
+    def __init__(self, x, y=None, bs=64, shuffle=False, drop_last=None, device=None, with_idx=False, **kwargs):
         if len(x) == 0: raise ValueError("`x` is empty: a DataLoader needs at least one image")
         if y is not None and len(y) != len(x):
             raise ValueError(f"`x` has {len(x)} images but `y` has {len(y)} labels: pass one label per image or y=None")
-        self.x, self.y = x, (torch.full((len(x),), -1, dtype=torch.long) if y is None else y)
+        self.x, self.y, self.with_idx = x, (torch.full((len(x),), -1, dtype=torch.long) if y is None else y), with_idx
         if drop_last is None: drop_last = shuffle
         super().__init__(_Indices(len(x)), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
     def create_item(self, i): return i
@@ -111,16 +112,17 @@ class TensorDL(DataLoader):
         idxs = torch.as_tensor(idxs, dtype=torch.long)
         x = self.x[idxs]
         x = x.float().div_(255.) if x.dtype == torch.uint8 else x.float()
-        return TensorImage(x), TensorCategory(self.y[idxs])
+        b = TensorImage(x), TensorCategory(self.y[idxs])
+        return b + (idxs,) if self.with_idx else b
     def new(self, x=None, y=None, **kwargs):
-        kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device)
+        kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device, with_idx=self.with_idx)
         return TensorDL(ifnone(x, self.x), ifnone(y, self.y), **{**kw, **kwargs})
 
-# %% ../nbs/00_data.ipynb #8fb0a55d
-def ssl_dls(train_x, valid_x=None, train_y=None, valid_y=None, bs=256, device=None, **kwargs) -> DataLoaders:
-    "`DataLoaders` for SSL training: shuffled training batches (last one dropped), ordered validation batches"
+# %% ../nbs/00_data.ipynb #54f449d2
+def ssl_dls(train_x, valid_x=None, train_y=None, valid_y=None, bs=256, device=None, with_idx=False, **kwargs) -> DataLoaders:
+    "`DataLoaders` for SSL training: shuffled training batches (last one dropped), ordered validation batches; `with_idx` adds each training item's index to its batch"
     device = ifnone(device, default_device())
-    trn = TensorDL(train_x, train_y, bs=bs, shuffle=True, device=device, **kwargs)
+    trn = TensorDL(train_x, train_y, bs=bs, shuffle=True, device=device, with_idx=with_idx, **kwargs)
     if valid_x is None: valid_x, valid_y = train_x[:bs], (None if train_y is None else train_y[:bs])
     val = TensorDL(valid_x, valid_y, bs=bs, shuffle=False, device=device, **kwargs)
     return DataLoaders(trn, val, device=device)

@@ -13,7 +13,7 @@ from fastcore.all import *
 from .dist import gather, gather_nograd, rank
 
 # %% auto #0
-__all__ = ['check_pair', 'upcast', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss', 'supcon_loss']
+__all__ = ['check_pair', 'upcast', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss', 'supcon_loss', 'memory_bank_loss']
 
 # %% ../nbs/03_losses.ipynb #30d14a79
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -108,3 +108,13 @@ def supcon_loss(z:Tensor, labels:Tensor, temp:float=0.07) -> Tensor:
     if not rows.any(): return z.sum() * 0.
     logp = torch.log_softmax(logits[rows], dim=1).masked_fill(~pos[rows], 0.)
     return (-logp.sum(1) / npos[rows]).mean()
+
+# %% ../nbs/03_losses.ipynb #d2666bed
+def memory_bank_loss(v:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
+    "Softmax over one positive bank entry `pos` (B, D) and sampled negatives `neg` (B, m, D) for embeddings `v` (B, D)"
+    if v.ndim != 2 or pos.shape != v.shape or neg.ndim != 3 or neg.shape[0] != len(v) or neg.shape[2] != v.shape[1]:
+        raise ValueError(f"`memory_bank_loss` expects v (B, D), pos (B, D) and neg (B, m, D); got {tuple(v.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
+    check_temp(temp, 'memory_bank_loss')
+    v = F.normalize(upcast(v), dim=1)
+    logits = torch.cat([(v * pos.to(v)).sum(1, keepdim=True), torch.bmm(neg.to(v), v[:, :, None])[..., 0]], dim=1) / temp
+    return F.cross_entropy(logits, torch.zeros(len(v), dtype=torch.long, device=v.device))
