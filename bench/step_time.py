@@ -49,8 +49,8 @@ def main():
     print("| callback | step (ms) | step / bare encoder step |")
     print("|---|---|---|")
     for algo, spec in ALGOS.items():
-        args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'])
-        dls = ssl_dls(x, ds.test_x[:a.bs], bs=a.bs, device='cpu')
+        args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'], n_items=len(x))
+        dls = ssl_dls(x, ds.test_x[:a.bs], bs=a.bs, device='cpu', with_idx=spec.get('with_idx', False))
         enc = create_encoder('small_resnet', n_in=1, width=16)
         timer = StepStart()
         learn = Learner(dls, spec['model'](enc, args), cbs=[spec['cb'](spec['augs'](args), args), timer, StepEnd(timer)],
