@@ -19,7 +19,7 @@ import fastai.vision.models.xresnet as fv_xresnet
 
 # %% auto #0
 __all__ = ['small_resnet', 'create_fastai_encoder', 'create_timm_encoder', 'create_encoder', 'encoder_nf', 'create_mlp_module',
-           'ssl_splitter', 'export_encoder', 'load_encoder']
+           'out_features', 'ssl_splitter', 'export_encoder', 'load_encoder']
 
 # %% ../nbs/02_layers.ipynb #f63086fd
 mk_class('PoolingType', **{o: o.lower() for o in ['Fast', 'Avg', 'AvgMax', 'CatAvgMax', 'Max']},
@@ -116,6 +116,13 @@ def create_mlp_module(dim, hidden_size, projection_size, bn=False, nlayers=2) ->
         layers += [nn.Linear(d, hidden_size, bias=not bn)] + ([nn.BatchNorm1d(hidden_size)] if bn else []) + [nn.ReLU(inplace=True)]
         d = hidden_size
     return nn.Sequential(*layers, nn.Linear(d, projection_size))
+
+# %% ../nbs/02_layers.ipynb #825516a2
+def out_features(m:nn.Module) -> int:
+    "Output size of a head: the `out_features` of its last `nn.Linear` (sizes queues, banks and support sets)"
+    lin = [l for l in m.modules() if isinstance(l, nn.Linear)]
+    if not lin: raise ValueError(f"{type(m).__name__} has no `nn.Linear` layer to read its output size from")
+    return lin[-1].out_features
 
 # %% ../nbs/02_layers.ipynb #fc52e0f7
 def ssl_splitter(m:nn.Module):
