@@ -56,3 +56,53 @@ def test_gather_without_backward_sum_would_be_wrong(tmp_path):
     z1, z2 = torch.randn(12, 16, dtype=torch.float64), torch.randn(12, 16, dtype=torch.float64)
     halves = [nt_xent_loss(z1[i*6:(i+1)*6], z2[i*6:(i+1)*6], 0.5) for i in range(2)]
     assert abs(torch.stack(halves).mean() - nt_xent_loss(z1, z2, 0.5)) > 1e-3
+
+
+# --- SimCLR trained end to end with 2 processes (torch DDP, gloo) == 1 process on the whole batch -------------
+
+def _simclr_setup(x, bs):
+    "Learner with deterministic views (identity and a horizontal flip), no batch norm, plain SGD, no shuffling"
+    import kornia.augmentation as K
+    from torch import nn
+    from fasttransform import Pipeline
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.optimizer import SGD
+    import fastai.callback.progress  # Learner.no_bar
+    from self_supervised.augmentations import BatchAug, NormalizeBatch
+    from self_supervised.data import TensorDL
+    from self_supervised.vision.simclr import SimCLR, create_simclr_model
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    model = create_simclr_model(enc, 16, 8)
+    augs = [Pipeline([NormalizeBatch(0.5, 0.5)], split_idx=0),
+            Pipeline([BatchAug(K.RandomHorizontalFlip(p=1.)), NormalizeBatch(0.5, 0.5)], split_idx=0)]
+    dls = DataLoaders(TensorDL(x, bs=bs, drop_last=True), TensorDL(x[:bs], bs=bs), device='cpu')
+    return Learner(dls, model, cbs=SimCLR(augs, temp=0.5), opt_func=partial(SGD, mom=0.), lr=0.5)
+
+def _simclr_worker(rank, port, x, out_dir):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        n = 8   # local batch: rows [16b + 8r, 16b + 8r + 8) of each global batch b of 16
+        mine = torch.cat([x[b*16 + rank*n: b*16 + (rank+1)*n] for b in range(len(x) // 16)])
+        learn = _simclr_setup(mine, n)
+        learn.model = DDP(learn.model)
+        with learn.no_bar(), learn.no_logging(): learn.fit(2)
+        torch.save(learn.model.module.state_dict(), f'{out_dir}/{rank}.pt')
+    finally: dist.destroy_process_group()
+
+def test_simclr_two_processes_train_like_one(tmp_path):
+    torch.manual_seed(1)
+    x = (torch.rand(64, 1, 12, 12) * 255).to(torch.uint8)
+    mp.spawn(_simclr_worker, args=(_free_port(), x, str(tmp_path)), nprocs=WORLD, join=True)
+    single = _simclr_setup(x, 16)
+    with single.no_bar(), single.no_logging(): single.fit(2)
+    start = _simclr_setup(x, 16).model.state_dict()
+    for r in range(WORLD):
+        sd = torch.load(tmp_path/f'{r}.pt')
+        for k, v in single.model.state_dict().items():
+            torch.testing.assert_close(sd[k], v, atol=1e-5, rtol=1e-4)
+    assert any((single.model.state_dict()[k] - start[k]).abs().max() > 1e-3 for k in start)   # training moved the weights
