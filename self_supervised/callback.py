@@ -26,7 +26,7 @@ def decoded_views(x, aug_pipelines) -> list:
     "One view of `x` per pipeline, un-normalised and clipped to [0, 1] for display"
     return [aug.decode(aug(x)).clamp(0, 1) for aug in aug_pipelines]
 
-# %% ../nbs/04_callback.ipynb #7ea6df9d
+# %% ../nbs/04_callback.ipynb #a7898dbb
 class SSLCallback(Callback):
     "Base class of SSL callbacks: subclasses define `make_batch(views) -> (xb, yb)` and `lf(pred, *yb)`"
     order, run_valid = 10, True   # after fastai's CastToTensor (9): views are made from the batch the model will see
@@ -50,7 +50,18 @@ class SSLCallback(Callback):
     # `validate`, `get_preds` and `summary` run without `before_fit`; a callback added with `add_cb` gets no `after_create`
     def after_create(self): self._setup()
     def before_validate(self): self._setup()
-    def before_fit(self): self._setup(); self._n_in = None
+    def before_fit(self):
+        self._setup(); self._n_in = None
+        self._state_to_model_device()
+
+    def _state_to_model_device(self):
+        "Put every tensor and module of `_state` on the model's device (state may be created or loaded elsewhere)"
+        p = next(self.learn.model.parameters(), None)
+        if p is None: return
+        for k in self._state:
+            v = getattr(self, k, None)
+            if isinstance(v, nn.Module): v.to(p.device)
+            elif isinstance(v, Tensor): setattr(self, k, v.to(p.device))
 
     @property
     def aug1(self): return self.aug_pipelines[0]

@@ -20,7 +20,7 @@ from .simclr import SimCLRModel, create_simclr_model
 # %% auto #0
 __all__ = ['get_instdisc_aug_pipelines', 'create_instdisc_model', 'InstDisc']
 
-# %% ../../nbs/15_instdisc.ipynb #9895328a
+# %% ../../nbs/15_instdisc.ipynb #462ceedf
 def create_instdisc_model(encoder:nn.Module, projection_size=128) -> SimCLRModel:
     "Encoder and a linear projection to the embedding (the paper's 128-d head)"
     return create_simclr_model(encoder, projection_size, projection_size, nlayers=1)
@@ -44,10 +44,6 @@ class InstDisc(SSLCallback):
         n, p = len(learn.dls.train.dataset), next(learn.model.parameters())
         if self.n_neg >= n: raise ValueError(f"InstDisc: `n_neg={self.n_neg}` negatives need more than {n} training items: lower n_neg")
         self.bank = F.normalize(torch.rand(n, out_features(learn.model), device=p.device) - 0.5, dim=1)
-
-    def before_fit(self):
-        super().before_fit()
-        self.bank = self.bank.to(next(self.learn.model.parameters()).device)
 
     def make_batch(self, views):
         # validation images have no bank entry: no instance-discrimination loss to compute on them

@@ -41,7 +41,7 @@ def create_moco_model(encoder:nn.Module, hidden_size=256, projection_size=128, b
 
 get_moco_aug_pipelines = views_aug_fn(2, 'MoCo')
 
-# %% ../../nbs/12_moco.ipynb #efecea9c
+# %% ../../nbs/12_moco.ipynb #d4fa1142
 class MOCO(SSLCallback):
     "MoCo: momentum key encoder, a queue of `K` keys (None: MoCo v3's in-batch negatives), InfoNCE with temperature `temp`"
     n_views, _state = 2, ('encoder_k', 'queue', 'queue_ptr')
@@ -73,13 +73,10 @@ class MOCO(SSLCallback):
         if self.K and self.K < keys_per_step:
             raise ValueError(f"MOCO: the queue (K={self.K}) is smaller than the keys written at each step ({keys_per_step}): "
                              f"use K >= {keys_per_step} (a multiple of it keeps batches contiguous in the queue), or K=None for MoCo v3")
-        p = next(self.learn.model.parameters())
-        self.encoder_k.to(p.device)
-        if self.queue is not None:
-            if self.queue.shape[1] != out_features(self.learn.model.projector):
-                raise ValueError(f"MOCO: the queue holds {self.queue.shape[1]}-d keys but the projector outputs "
-                                 f"{out_features(self.learn.model.projector)}: the checkpoint comes from another model")
-            self.queue = self.queue.to(p.device)
+        d = out_features(self.learn.model.projector)
+        if self.queue is not None and self.queue.shape[1] != d:
+            raise ValueError(f"MOCO: the queue holds {self.queue.shape[1]}-d keys but the projector outputs {d}: "
+                             f"the checkpoint comes from another model")
 
     @property
     def momentum(self) -> float:

@@ -39,7 +39,7 @@ def create_nnclr_model(encoder:nn.Module, hidden_size=256, projection_size=128, 
 
 get_nnclr_aug_pipelines = views_aug_fn(2, 'NNCLR')
 
-# %% ../../nbs/14_nnclr.ipynb #d307a931
+# %% ../../nbs/14_nnclr.ipynb #51b35f74
 class NNCLR(SSLCallback):
     "NNCLR: nearest neighbours from a support set of `K` projections as positives, InfoNCE with temperature `temp`"
     n_views, min_bs, _state = 2, 2, ('support', 'support_ptr')
@@ -60,7 +60,6 @@ class NNCLR(SSLCallback):
         super().before_fit()
         n = self.dls.train.bs * world_size()
         if self.K < n: raise ValueError(f"NNCLR: the support set (K={self.K}) is smaller than the projections written at each step ({n}): use K >= {n}")
-        self.support = self.support.to(next(self.learn.model.parameters()).device)
 
     def make_batch(self, views): return (torch.cat(views),), (torch.zeros(2 * len(views[0]), device=views[0].device),)
 

@@ -90,7 +90,7 @@ class SupCon(_LabelsMixin, SSLCallback):
 
     def lf(self, pred, yb, *rest): return self.unsup_lf(pred, yb) + self.reg_lambda * self.sup_lf(pred, yb)
 
-# %% ../../nbs/13_supcon.ipynb #7aabb20c
+# %% ../../nbs/13_supcon.ipynb #681d3eca
 class SupConMOCO(_LabelsMixin, MOCO):
     "[Experimental] SupCon with a momentum key encoder and queues of `K` keys and labels"
     _state = MOCO._state + ('label_queue',)
@@ -109,10 +109,6 @@ class SupConMOCO(_LabelsMixin, MOCO):
         super().init_state()
         if self.queue is not None and self.label_queue is None:
             self.label_queue = torch.full((self.K,), float(self.unsup_class_id), device=self.queue.device)
-
-    def before_fit(self):
-        super().before_fit()
-        self.label_queue = self.label_queue.to(self.queue.device)
 
     @torch.no_grad()
     def encode_keys(self, x):
