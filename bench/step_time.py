@@ -10,11 +10,9 @@ import argparse, statistics, time
 import torch
 from fastcore.all import AttrDict
 from fastai.callback.core import Callback
-from fastai.learner import Learner
-from fastai.optimizer import Adam
-from self_supervised.cli import ALGOS
+from self_supervised.cli import ALGOS, ssl_learner
 from self_supervised.data import fashion_mnist, ssl_dls
-from self_supervised.layers import create_encoder, ssl_splitter
+from self_supervised.layers import create_encoder
 
 class StepStart(Callback):
     "Runs first in `before_batch`: starts the clock of a training step"
@@ -53,8 +51,8 @@ def main():
         dls = ssl_dls(x, ds.test_x[:a.bs], bs=a.bs, device='cpu', with_idx=spec.get('with_idx', False))
         enc = create_encoder('small_resnet', n_in=1, width=16)
         timer = StepStart()
-        learn = Learner(dls, spec['model'](enc, args), cbs=[spec['cb'](spec['augs'](args), args), timer, StepEnd(timer)],
-                        opt_func=Adam, splitter=ssl_splitter)
+        learn = ssl_learner(algo, dls, enc, args)
+        learn.add_cbs([timer, StepEnd(timer)])
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
         step = statistics.median(timer.times[2:])
         print(f"| {algo} | {step*1e3:.0f} | {step/bare:.2f} |")

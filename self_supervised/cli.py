@@ -27,7 +27,7 @@ from .vision.nnclr import create_nnclr_model, NNCLR
 from .vision.instdisc import create_instdisc_model, InstDisc
 
 # %% auto #0
-__all__ = ['ALGOS', 'view_grid', 'ssl_pretrain']
+__all__ = ['ALGOS', 'ssl_learner', 'view_grid', 'ssl_pretrain']
 
 # %% ../nbs/80_cli.ipynb #92fa64d4
 def _two_views(a):
@@ -51,6 +51,13 @@ ALGOS = {
                    cb=lambda augs, a: InstDisc(augs, n_neg=min(4096, a.n_items - 1), temp=a.temp)),
 }
 
+# %% ../nbs/80_cli.ipynb #5951eb26
+def ssl_learner(algo:str, dls, encoder:nn.Module, args, **kwargs) -> Learner:
+    "`Learner` training `encoder` on `dls` with the algorithm `algo` of `ALGOS`; its SSL callback is the last of `learn.cbs`"
+    spec = ALGOS[algo]
+    return Learner(dls, spec['model'](encoder, args), cbs=spec['cb'](spec['augs'](args), args), opt_func=Adam,
+                   splitter=ssl_splitter, **kwargs)
+
 # %% ../nbs/80_cli.ipynb #985d32b0
 def view_grid(x, aug_pipelines, pad=2):
     "One image: a row per image of `x`, the input then each decoded view, with `pad` white pixels between"
@@ -70,7 +77,7 @@ def _plot(learn, cb, path, title):
     ax2.set_title('input | ' + ' | '.join(f'view {i+1}' for i in range(len(cb.aug_pipelines))))
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
-# %% ../nbs/80_cli.ipynb #3113338d
+# %% ../nbs/80_cli.ipynb #6002c5f6
 @call_parse
 def ssl_pretrain(
     algo:str='simclr',          # SSL algorithm: one of `ALGOS`
@@ -107,14 +114,14 @@ def ssl_pretrain(
     tr = torch.randperm(len(ds.train_x))[:ifnone(n_train, len(ds.train_x))]
     n_test = ifnone(n_test, len(ds.test_x))
     args.n_items = len(tr)
-    if bs > len(tr): raise SystemExit(f"--bs {bs} is larger than the training set ({len(tr)} images): lower --bs or raise --n_train")
+    if bs > len(tr): raise SystemExit(f"--bs {bs} is larger than the training set ({len(tr)} images): lower --bs or raise --n-train")
     dls = ssl_dls(ds.train_x[tr], ds.test_x[:min(n_test, 1024)], ds.train_y[tr], ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu',
                   with_idx=spec.get('with_idx', False))
     try: encoder = create_encoder(arch, n_in=1, pool_type=pool, **({'width': width} if arch == 'small_resnet' else {}))
     except ValueError as e: raise SystemExit(str(e)) from e
     random_encoder = copy.deepcopy(encoder)
-    cb = spec['cb'](spec['augs'](args), args)
-    learn = Learner(dls, spec['model'](encoder, args), cbs=cb, opt_func=Adam, splitter=ssl_splitter, path=out, model_dir='.')
+    learn = ssl_learner(algo, dls, encoder, args, path=out, model_dir='.')
+    cb = learn.cbs[-1]
     t0 = time.time()
     learn.fit_one_cycle(epochs, lr)
     train_s = time.time() - t0
