@@ -19,7 +19,7 @@ import fastai.vision.models.xresnet as fv_xresnet
 
 # %% auto #0
 __all__ = ['small_resnet', 'create_fastai_encoder', 'create_timm_encoder', 'create_encoder', 'encoder_nf', 'create_mlp_module',
-           'out_features', 'ssl_splitter', 'export_encoder', 'load_encoder']
+           'out_features', 'ssl_splitter', 'atomic_write', 'export_encoder', 'load_encoder']
 
 # %% ../nbs/02_layers.ipynb #f63086fd
 mk_class('PoolingType', **{o: o.lower() for o in ['Fast', 'Avg', 'AvgMax', 'CatAvgMax', 'Max']},
@@ -131,8 +131,9 @@ def ssl_splitter(m:nn.Module):
     rest = [p for n, c in m.named_children() if n != 'encoder' for p in c.parameters()]
     return [params(m.encoder), rest]
 
-# %% ../nbs/02_layers.ipynb #d8dfc9ae
-def _atomic_write(path, write):
+# %% ../nbs/02_layers.ipynb #f658fe76
+def atomic_write(path, write) -> Path:
+    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: a crash never leaves a half-written file"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
@@ -147,8 +148,8 @@ def export_encoder(model:nn.Module, path) -> Path:
     sd = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
     if Path(path).suffix == '.safetensors':
         from safetensors.torch import save_file
-        return _atomic_write(path, lambda f: save_file(sd, f))
-    return _atomic_write(path, lambda f: torch.save(sd, f))
+        return atomic_write(path, lambda f: save_file(sd, f))
+    return atomic_write(path, lambda f: torch.save(sd, f))
 
 def load_encoder(encoder:nn.Module, path, strict=True, device=None) -> nn.Module:
     "Load weights saved by `export_encoder` into `encoder` without executing code"
