@@ -27,6 +27,8 @@ def main():
     print(f"| random (same architecture) | {rnd['knn']:.4f} | {rnd['linear']:.4f} | - |")
     for algo, r in rows.items():
         res = r['results'][algo]
-        print(f"| {algo} | {res['knn']:.4f} | {res['linear']:.4f} | {r['train_seconds']:.0f} s |")
+        lab = r['args'].get('labelled')
+        name = algo + (f" ({lab:.0%} of the labels)" if lab is not None else '')
+        print(f"| {name} | {res['knn']:.4f} | {res['linear']:.4f} | {r['train_seconds']:.0f} s |")
 
 if __name__ == '__main__': main()
