@@ -1,60 +1,76 @@
-"""Time of one training step of every SSL callback, as a ratio to the bare encoder step, in one run.
+"""Time and peak memory of one training step of every SSL callback, as ratios to the bare encoder step, in one run.
 
 The bare step is the encoder alone on one batch (forward, backward, Adam step), the least any method must pay.
 Each callback's step is measured inside `Learner.fit` from `before_batch` to `after_batch` (views, key encoders,
 queues and the loss included), with the demo's settings (small_resnet, batch 256, 28 px, Fashion-MNIST).
+Each case runs in a fresh process; its peak memory is the growth of the process's max RSS during training
+(so the data, the libraries and the model, there before training starts, are left out).
 
-    python bench/step_time.py [--bs 256] [--steps 12] [--threads 2]
+    python bench/step_time.py [--algos simclr,moco] [--bs 256] [--steps 12] [--threads 2]
 """
-import argparse, statistics, time
-import torch
-from fastcore.all import AttrDict
-from fastai.callback.core import Callback
-from self_supervised.cli import ALGOS, ssl_learner
-from self_supervised.data import fashion_mnist, ssl_dls
-from self_supervised.layers import create_encoder
+import argparse, json, resource, statistics, subprocess, sys, time
 
-class StepStart(Callback):
-    "Runs first in `before_batch`: starts the clock of a training step"
-    order = -100
-    def __init__(self): self.times, self.t0 = [], None
-    def before_batch(self):
-        if self.training: self.t0 = time.perf_counter()
+def _maxrss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-class StepEnd(Callback):
-    "Runs last in `after_batch`: stops the clock"
-    order = 1000
-    def __init__(self, start): self.start = start
-    def after_batch(self):
-        if self.training and self.start.t0 is not None: self.start.times.append(time.perf_counter() - self.start.t0)
+def run_case(case, bs, steps, threads):
+    "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
+    import torch
+    from fastcore.all import AttrDict
+    from fastai.callback.core import Callback
+    from self_supervised.cli import ALGOS, ssl_learner
+    from self_supervised.data import fashion_mnist, ssl_dls
+    from self_supervised.layers import create_encoder
+    torch.set_num_threads(threads); torch.manual_seed(0)
+    ds = fashion_mnist()
+    x = ds.train_x[:bs * steps]
+    enc = create_encoder('small_resnet', n_in=1, width=16)
+    if case == 'bare':
+        opt = torch.optim.Adam(enc.parameters(), 1e-3)
+        xb, ts, rss0 = x[:bs].float() / 255, [], _maxrss_mb()
+        for _ in range(steps):
+            t = time.perf_counter(); opt.zero_grad(); enc(xb).pow(2).mean().backward(); opt.step(); ts.append(time.perf_counter() - t)
+        return dict(step=statistics.median(ts[2:]), mem_mb=_maxrss_mb() - rss0)
+    class Clock(Callback):
+        "Starts first in `before_batch`, stops last in `after_batch`"
+        order = -100
+        def __init__(self): self.times, self.t0 = [], None
+        def before_batch(self):
+            if self.training: self.t0 = time.perf_counter()
+    class Stop(Callback):
+        order = 1000
+        def __init__(self, clock): self.clock = clock
+        def after_batch(self):
+            if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
+    spec = ALGOS[case]
+    args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'], n_items=len(x), labelled=0.1)
+    dls = ssl_dls(x, ds.test_x[:bs], ds.train_y[:len(x)], ds.test_y[:bs], bs=bs, device='cpu', with_idx=spec.get('with_idx', False))
+    clock = Clock()
+    learn = ssl_learner(case, dls, enc, args)
+    learn.add_cbs([clock, Stop(clock)])
+    rss0 = _maxrss_mb()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    return dict(step=statistics.median(clock.times[2:]), mem_mb=_maxrss_mb() - rss0)
+
+def measure(case, bs=256, steps=12, threads=2) -> dict:
+    "Run `run_case` in a fresh process (so that its max RSS is its own)"
+    out = subprocess.run([sys.executable, __file__, '--case', case, '--bs', str(bs), '--steps', str(steps), '--threads', str(threads)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--bs', type=int, default=256); ap.add_argument('--steps', type=int, default=12)
-    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--algos'); ap.add_argument('--bs', type=int, default=256); ap.add_argument('--steps', type=int, default=12)
+    ap.add_argument('--threads', type=int, default=2); ap.add_argument('--case')
     a = ap.parse_args()
-    torch.set_num_threads(a.threads); torch.manual_seed(0)
-    ds = fashion_mnist()
-    x = ds.train_x[:a.bs * a.steps]
-    enc = create_encoder('small_resnet', n_in=1, width=16)
-    opt = torch.optim.Adam(enc.parameters(), 1e-3)
-    xb = x[:a.bs].float() / 255
-    ts = []
-    for _ in range(a.steps):
-        t = time.perf_counter(); opt.zero_grad(); enc(xb).pow(2).mean().backward(); opt.step(); ts.append(time.perf_counter() - t)
-    bare = statistics.median(ts[2:])
-    print(f"bare encoder step (small_resnet, bs={a.bs}, 28 px, {a.threads} threads): {bare*1e3:.0f} ms")
-    print("| callback | step (ms) | step / bare encoder step |")
-    print("|---|---|---|")
-    for algo, spec in ALGOS.items():
-        args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'], n_items=len(x))
-        dls = ssl_dls(x, ds.test_x[:a.bs], bs=a.bs, device='cpu', with_idx=spec.get('with_idx', False))
-        enc = create_encoder('small_resnet', n_in=1, width=16)
-        timer = StepStart()
-        learn = ssl_learner(algo, dls, enc, args)
-        learn.add_cbs([timer, StepEnd(timer)])
-        with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
-        step = statistics.median(timer.times[2:])
-        print(f"| {algo} | {step*1e3:.0f} | {step/bare:.2f} |")
+    if a.case:   # child process
+        print(json.dumps(run_case(a.case, a.bs, a.steps, a.threads))); return
+    from self_supervised.cli import ALGOS
+    bare = measure('bare', a.bs, a.steps, a.threads)
+    print(f"bare encoder step (small_resnet, bs={a.bs}, 28 px, {a.threads} threads): {bare['step']*1e3:.0f} ms, peak +{bare['mem_mb']:.0f} MB")
+    print("| callback | step (ms) | step / bare encoder step | peak memory (MB) | peak memory / bare |")
+    print("|---|---|---|---|---|")
+    for algo in (a.algos.split(',') if a.algos else ALGOS):
+        r = measure(algo, a.bs, a.steps, a.threads)
+        print(f"| {algo} | {r['step']*1e3:.0f} | {r['step']/bare['step']:.2f} | {r['mem_mb']:.0f} | {r['mem_mb']/bare['mem_mb']:.1f} |", flush=True)
 
 if __name__ == '__main__': main()
