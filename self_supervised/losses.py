@@ -33,7 +33,7 @@ def upcast(x:Tensor) -> Tensor:
 def check_temp(temp, fn:str):
     if not temp > 0: raise ValueError(f"`{fn}`: the temperature `temp` must be > 0, got {temp}")
 
-# %% ../nbs/03_losses.ipynb #f3d94306
+# %% ../nbs/03_losses.ipynb #a90da7b6
 def _two_view_logits(z1:Tensor, z2:Tensor, temp:float):
     "Cosine logits of the local anchors `cat(z1, z2)` against every process's `cat(z1, z2)`, the anchors' own columns and their positives' columns"
     n = len(z1)
@@ -45,10 +45,12 @@ def _two_view_logits(z1:Tensor, z2:Tensor, temp:float):
     logits = torch.cat([z1, z2]) @ torch.cat([all1, all2]).T / temp
     return logits, self_col, pos_col
 
-def _exclude(logits:Tensor, cols:Tensor) -> Tensor:
-    "`logits` with column `cols[i]` of row `i` set to -inf (left out of every softmax)"
+def _exclude(logits:Tensor, *cols:Tensor) -> Tensor:
+    "Set column `c[i]` of row `i` of `logits` to -inf for each `c` in `cols` (left out of every softmax), in place"
     rows = torch.arange(len(logits), device=logits.device)
-    return logits.index_put((rows, cols), logits.new_full((), float('-inf')))
+    # in place: `logits` is a fresh product that no backward needs, and a copy of a (2N)^2 matrix is not free
+    for c in cols: logits[rows, c] = float('-inf')
+    return logits
 
 # %% ../nbs/03_losses.ipynb #4e15d1c8
 def nt_xent_loss(z1:Tensor, z2:Tensor, temp:float=0.5) -> Tensor:
@@ -57,7 +59,7 @@ def nt_xent_loss(z1:Tensor, z2:Tensor, temp:float=0.5) -> Tensor:
     logits, self_col, pos_col = _two_view_logits(z1, z2, temp)
     return F.cross_entropy(_exclude(logits, self_col), pos_col)
 
-# %% ../nbs/03_losses.ipynb #24ece2d8
+# %% ../nbs/03_losses.ipynb #8c89275a
 def dcl_loss(z1:Tensor, z2:Tensor, temp:float=0.1, sigma:float|None=None) -> Tensor:
     "Decoupled contrastive loss: NT-Xent without the positive in the denominator; DCLW weighting when `sigma` is set"
     check_pair(z1, z2, 'dcl_loss'); check_temp(temp, 'dcl_loss')
@@ -65,7 +67,7 @@ def dcl_loss(z1:Tensor, z2:Tensor, temp:float=0.1, sigma:float|None=None) -> Ten
     logits, self_col, pos_col = _two_view_logits(z1, z2, temp)
     rows = torch.arange(len(logits), device=logits.device)
     pos = logits[rows, pos_col]
-    neg = _exclude(_exclude(logits, self_col), pos_col)
+    neg = _exclude(logits, self_col, pos_col)
     if sigma is not None:
         with torch.no_grad():
             cos = (pos * temp)[:len(z1)]                        # sim(z1_i, z2_i), local rows
@@ -90,7 +92,7 @@ def moco_loss(q:Tensor, k:Tensor, queue:Tensor|None=None, temp:float=0.07) -> Te
     logits = torch.cat([(q * k).sum(1, keepdim=True), neg], dim=1) / temp
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
-# %% ../nbs/03_losses.ipynb #a5cd34b9
+# %% ../nbs/03_losses.ipynb #97c93161
 def supcon_loss(z:Tensor, labels:Tensor, temp:float=0.07) -> Tensor:
     "Supervised contrastive loss (SupCon's L_out) of embeddings `z` (M, D) with `labels` (M,); labels < 0 are left out"
     if z.ndim != 2: raise ValueError(f"`supcon_loss` expects 2-D embeddings (M, D), got shape {tuple(z.shape)}")
@@ -100,14 +102,21 @@ def supcon_loss(z:Tensor, labels:Tensor, temp:float=0.07) -> Tensor:
     z = F.normalize(upcast(z), dim=1)
     all_z, all_l = gather(z), gather_nograd(labels)
     self_col = torch.arange(len(z), device=z.device) + rank() * len(z)
-    logits = _exclude(z @ all_z.T / temp, self_col).masked_fill(all_l[None] < 0, float('-inf'))
-    pos = (labels[:, None] == all_l[None]) & (all_l[None] >= 0)
-    pos[torch.arange(len(z), device=z.device), self_col] = False
-    npos = pos.sum(1)
+    logits = _exclude(z @ all_z.T / temp, self_col)
+    unlabelled = all_l < 0
+    if unlabelled.any(): logits.masked_fill_(unlabelled[None], float('-inf'))
+    # The positives of anchor i are the other embeddings with its label: their logits sum to
+    # z_i . (S_c - z_i) / temp with S_c the sum of class c's embeddings, so per-class sums and counts replace
+    # an (M, M) mask of positives (less memory, and no second pass over the matrix)
+    classes, cls = torch.unique(all_l, return_inverse=True)
+    sums = all_z.new_zeros(len(classes), all_z.shape[1]).index_add(0, cls, all_z)
+    mine = cls[self_col]
+    npos = torch.bincount(cls, minlength=len(classes))[mine] - 1
     rows = (labels >= 0) & (npos > 0)
     if not rows.any(): return z.sum() * 0.
-    logp = torch.log_softmax(logits[rows], dim=1).masked_fill(~pos[rows], 0.)
-    return (-logp.sum(1) / npos[rows]).mean()
+    if not rows.all(): z, logits, mine, npos = z[rows], logits[rows], mine[rows], npos[rows]
+    pos_logit = (z * (sums[mine] - z)).sum(1) / (temp * npos)
+    return (torch.logsumexp(logits, dim=1) - pos_logit).mean()
 
 # %% ../nbs/03_losses.ipynb #d2666bed
 def memory_bank_loss(v:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
