@@ -87,7 +87,7 @@ def _plot(learn, cb, path, title):
     ax2.set_title('input | ' + ' | '.join(f'view {i+1}' for i in range(len(cb.aug_pipelines))))
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
-# %% ../nbs/80_cli.ipynb #72cb7acc
+# %% ../nbs/80_cli.ipynb #a77e357a
 @call_parse
 def ssl_pretrain(
     algo:str='simclr',          # SSL algorithm: one of `ALGOS`
@@ -129,7 +129,8 @@ def ssl_pretrain(
     if bs > len(tr): raise SystemExit(f"--bs {bs} is larger than the training set ({len(tr)} images): lower --bs or raise --n-train")
     if not 0 <= labelled <= 1: raise SystemExit(f"--labelled {labelled} is a fraction: pass a value in [0, 1]")
     ytr = ds.train_y[tr].clone()
-    if spec.get('labels'): ytr[torch.rand(len(ytr)) >= labelled] = UNLABELLED
+    if spec.get('labels'):   # own generator: the encoder's initialisation stays that of the other algorithms
+        ytr[torch.rand(len(ytr), generator=torch.Generator().manual_seed(seed)) >= labelled] = UNLABELLED
     dls = ssl_dls(ds.train_x[tr], ds.test_x[:min(n_test, 1024)], ytr, ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu',
                   with_idx=spec.get('with_idx', False))
     try: encoder = create_encoder(arch, n_in=1, pool_type=pool, **({'width': width} if arch == 'small_resnet' else {}))
