@@ -83,7 +83,7 @@ def download_fashion_mnist(dest) -> Path:
         if not (dest/f).exists(): urllib.request.urlretrieve(FMNIST_URL + f, dest/f)
     return dest
 
-# %% ../nbs/00_data.ipynb #fce3ab9c
+# %% ../nbs/00_data.ipynb #d767e337
 def missing_ssl_loss(*args, **kwargs):
     "Placeholder loss of SSL datasets: the SSL callback replaces it when training starts"
     raise RuntimeError("No SSL loss: add an SSL callback (e.g. `SimCLR(aug_pipelines)`) to the Learner, "
@@ -95,13 +95,14 @@ class _Indices:
     def __init__(self, n): self.n = n
     def __len__(self): return self.n
     def __getitem__(self, i): return i
+    def new_empty(self): return _Indices(0)   # what `learn.export` keeps of the data
 
-# %% ../nbs/00_data.ipynb #94ee9c6c
+# %% ../nbs/00_data.ipynb #c3cb0641
 class TensorDL(DataLoader):
     "A fastai `DataLoader` over in-memory image tensors that gathers a whole batch with one index"
     n_inp = 1   # the image is the only input; labels (and item indices) are targets
     def __init__(self, x, y=None, bs=64, shuffle=False, drop_last=None, device=None, with_idx=False, **kwargs):
-        if len(x) == 0: raise ValueError("`x` is empty: a DataLoader needs at least one image")
+        if len(x) == 0 and not kwargs.pop('_empty', False): raise ValueError("`x` is empty: a DataLoader needs at least one image")
         if y is not None and len(y) != len(x):
             raise ValueError(f"`x` has {len(x)} images but `y` has {len(y)} labels: pass one label per image or y=None")
         self.x, self.y, self.with_idx = x, (torch.full((len(x),), -1, dtype=torch.long) if y is None else y), with_idx
@@ -115,6 +116,8 @@ class TensorDL(DataLoader):
         b = TensorImage(x), TensorCategory(self.y[idxs])
         return b + (idxs,) if self.with_idx else b
     def new(self, x=None, y=None, **kwargs):
+        if isinstance(x, _Indices):   # fastai's `new_empty` (`learn.export`): the same loader without the images
+            x, y, kwargs['_empty'] = self.x[:len(x)], self.y[:len(x)], True
         kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device, with_idx=self.with_idx)
         return TensorDL(ifnone(x, self.x), ifnone(y, self.y), **{**kw, **kwargs})
 

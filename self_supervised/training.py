@@ -15,7 +15,7 @@ from fastai.optimizer import Adam
 from fastai.torch_core import norm_bias_params
 
 # %% auto #0
-__all__ = ['no_wd_params', 'warmup_cosine_sched']
+__all__ = ['no_wd_params', 'warmup_cosine_sched', 'CPUMixedPrecision']
 
 # %% ../nbs/07_training.ipynb #f98f4c28
 def no_wd_params(m:nn.Module) -> list:
@@ -39,3 +39,21 @@ def fit_warmup_cosine(self:Learner, n_epoch, lr=None, warmup_epochs=10, start_lr
     lr = self.opt.hypers[-1]['lr'] if lr is None else lr
     sched = {'lr': warmup_cosine_sched(lr, warmup_epochs / n_epoch, start_lr, min_lr)}
     self.fit(n_epoch, cbs=ParamScheduler(sched) + L(cbs), reset_opt=reset_opt, wd=wd)
+
+# %% ../nbs/07_training.ipynb #b1f1c672
+from fastai.callback.core import Callback
+from fastai.torch_core import to_float
+
+class CPUMixedPrecision(Callback):
+    "Forward pass under CPU autocast (bfloat16 by default); predictions back to float32 for the loss"
+    order = 11   # after the SSL callback's views (10): augmentations stay in float32
+    def __init__(self, dtype=torch.bfloat16): self.dtype, self.ac = dtype, None
+    def before_batch(self):
+        self.ac = torch.autocast('cpu', dtype=self.dtype)
+        self.ac.__enter__()
+    def after_pred(self): self.learn.pred = to_float(self.pred)
+    def _exit(self):
+        if self.ac is not None: self.ac.__exit__(None, None, None); self.ac = None
+    def after_loss(self): self._exit()
+    def after_cancel_batch(self): self._exit()
+    def after_fit(self): self._exit()

@@ -37,7 +37,7 @@ def get_supcon_aug_pipelines(size, cuda=None, **kwargs) -> list:
     "Two augmentation pipelines for SupCon's two views (`cuda` is accepted for the older API and ignored: pipelines follow the batch's device)"
     return get_multi_aug_pipelines(n=2, size=size, **kwargs)
 
-# %% ../../nbs/13_supcon.ipynb #6a6630d8
+# %% ../../nbs/13_supcon.ipynb #4cca092f
 class _LabelsMixin:
     def _store(self, **kwargs):
         "Set the arguments as attributes, and keep them in `__stored_args__` as the older library did"
@@ -46,16 +46,22 @@ class _LabelsMixin:
         for k, v in kwargs.items(): setattr(self, k, v)
         self.__stored_args__ = kwargs
     def batch_labels(self):
-        "Labels of the current batch: required, class ids >= 0"
+        "Labels of the current batch: required in training (class ids >= 0); outside training, none means unlabelled"
         y = self.orig_y
+        if y is None and not self.training:   # `summary`, `get_preds` on images alone: predictions need no labels
+            return torch.full((len(self.orig_x),), self.unsup_class_id, dtype=torch.long, device=self.orig_x.device)
         if y is None or y.ndim != 1 or (y < 0).any():
             raise ValueError(f"{type(self).__name__} needs a class label for every image (class ids >= 0, unlabelled images "
                              f"with `unsup_class_id={self.unsup_class_id}`); the batch has "
                              f"{'none' if y is None else 'labels ' + str(y[:8].tolist())}: build the DataLoaders with labels")
-        if (y == self.unsup_class_id).any(): self._seen_unsup = True
+        if self.training:
+            self._n_seen += 1
+            if (y == self.unsup_class_id).any(): self._seen_unsup = True
         return y
+    def before_epoch(self): self._seen_unsup, self._n_seen = False, 0
     def after_epoch(self):
-        if not getattr(self, '_seen_unsup', False) and not getattr(self, '_warned', False):
+        # no training batch (an epoch skipped when resuming with `start_epoch`) is no evidence of a wrong id
+        if self._n_seen and not self._seen_unsup and not getattr(self, '_warned', False):
             self._warned = True
             warnings.warn(f"{type(self).__name__}: `unsup_class_id={self.unsup_class_id}` was in no batch of the epoch: check the id "
                           f"(e.g. `dls.vocab.o2i['unsup']`); with unsup_method='only' the unsupervised loss stays 0")

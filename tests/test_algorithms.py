@@ -1,0 +1,81 @@
+"""Every algorithm of the registry (`self_supervised.cli.ALGOS`) against the same checklist.
+
+A new algorithm is covered by adding it to `ALGOS`: it must resume exactly from a checkpoint, train without
+NaN/Inf in bfloat16 autocast, and survive fastai's usual calls (`summary`, `lr_find`, `fit_one_cycle`,
+`fit_flat_cos`, `validate`, `SaveModelCallback`, `export`/`load_learner`).
+"""
+import math, warnings
+import pytest, torch
+from fastcore.all import AttrDict
+from fastai.learner import load_learner
+from fastai.callback.schedule import fit_one_cycle, fit_flat_cos, lr_find   # Learner methods
+from fastai.callback.tracker import SaveModelCallback
+from self_supervised.training import CPUMixedPrecision
+from self_supervised.cli import ALGOS, ssl_learner
+from self_supervised.callback import SSLCallback, check_resume
+from self_supervised.data import ssl_dls
+from self_supervised.layers import create_encoder
+
+N, BS = 64, 16
+
+def tiny_learner(algo, seed=0, **kwargs):
+    "The registry's recipe for `algo` on 64 random 28-px images, a width-4 small_resnet and batches of 16"
+    spec = ALGOS[algo]
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+    y = torch.randint(0, 3, (N + BS,), generator=g)
+    if spec.get('labels'): y[::2] = 10   # half unlabelled (the CLI's UNLABELLED id)
+    dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.get('with_idx', False))
+    args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'], n_items=N, labelled=0.5)
+    return ssl_learner(algo, dls, create_encoder('small_resnet', n_in=1, width=4), args, lr=1e-3, **kwargs)
+
+def _cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))
+
+@pytest.mark.parametrize('algo', list(ALGOS))
+def test_resumes_exactly(algo):
+    "2 epochs straight == 1 epoch, save, fresh Learner, load, 1 more: parameters and all callback state"
+    straight, resumed = check_resume(lambda: tiny_learner(algo))
+    assert resumed.train_iter == straight.train_iter // 2   # the resumed run really trained only the second epoch
+
+@pytest.mark.parametrize('algo', list(ALGOS))
+def test_bf16_autocast_stays_finite(algo):
+    "Mixed precision (bfloat16 autocast on the CPU): the losses are computed in float32 and stay finite"
+    learn = tiny_learner(algo)
+    learn.add_cb(CPUMixedPrecision())
+    with learn.no_bar(), learn.no_logging(): learn.fit(6, 1e-3)   # 24 steps
+    losses = torch.tensor([float(l) for l in learn.recorder.losses])
+    assert torch.isfinite(losses).all(), f"{algo}: non-finite loss in bf16"
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+@pytest.mark.parametrize('algo', list(ALGOS))
+def test_fastai_calls(algo, tmp_path):
+    learn = tiny_learner(algo, path=tmp_path)
+    assert type(learn.model).__name__ in learn.summary()
+    with learn.no_bar(), learn.no_logging():
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # lr_find may stop early on tiny data
+            learn.lr_find(num_it=6, show_plot=False)
+        learn.fit_one_cycle(1, 1e-3)
+        learn.fit_flat_cos(1, 1e-3)
+        learn.fit(1, 1e-3, cbs=SaveModelCallback(every_epoch=True, fname='ckpt', with_opt=True))
+    assert (tmp_path/'models'/'ckpt_0.pth').exists()
+    val = learn.validate()
+    assert val is None or all(v is None or math.isfinite(v) for v in val)
+    # a checkpoint written by SaveModelCallback restores the callback's state into a fresh Learner
+    fresh = tiny_learner(algo, seed=1, path=tmp_path)
+    fresh.load('ckpt_0')
+    sd0, sd1 = _cb(learn).state_dict(), _cb(fresh).state_dict()
+    assert sd0.keys() == sd1.keys()
+
+@pytest.mark.parametrize('algo', list(ALGOS))
+def test_export_and_load_learner(algo, tmp_path):
+    "`learn.export()` pickles the Learner with its callback; `load_learner` gives back one that still predicts"
+    learn = tiny_learner(algo, path=tmp_path)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    learn.export('learner.pkl')
+    back = load_learner(tmp_path/'learner.pkl', cpu=True)
+    x = learn.dls.valid.one_batch()[0][:4]
+    learn.model.eval(); back.model.eval()
+    with torch.no_grad(): a, b = learn.model.encoder(x), back.model.encoder(x)
+    torch.testing.assert_close(a, b)
+    assert isinstance(_cb(back), type(_cb(learn)))
