@@ -31,7 +31,7 @@ def decoded_views(x, aug_pipelines) -> list:
     "One view of `x` per pipeline, un-normalised and clipped to [0, 1] for display"
     return [aug.decode(aug(x)).clamp(0, 1) for aug in aug_pipelines]
 
-# %% ../nbs/04_callback.ipynb #0dbeace1
+# %% ../nbs/04_callback.ipynb #4b6c9d4e
 class SSLCallback(Callback):
     "Base class of SSL callbacks: subclasses define `make_batch(views) -> (xb, yb)` and `lf(pred, *yb)`"
     order, run_valid = 10, True   # after fastai's CastToTensor (9): views are made from the batch the model will see
@@ -81,6 +81,10 @@ class SSLCallback(Callback):
     def _check_input(self, x):
         if not isinstance(x, Tensor):
             raise TypeError(f"{type(self).__name__} expects a tensor batch as the first input, got {type(x).__name__}")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            # stop rather than skip: one NaN in the weights ruins the run, and a skipped batch hides broken data
+            raise ValueError(f"{type(self).__name__}: the input batch (iteration {getattr(self, 'iter', '?')}) contains NaN or Inf: "
+                             f"check the data (e.g. `torch.isfinite(x).all()` over the dataset) and remove or repair those items")
         if x.ndim != 4: return   # only images have channels to check against the encoder
         if self._n_in is None:
             try: self._n_in = in_channels(self.learn.model)

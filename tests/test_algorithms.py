@@ -5,6 +5,7 @@ NaN/Inf in bfloat16 autocast, and survive fastai's usual calls (`summary`, `lr_f
 `fit_flat_cos`, `validate`, `SaveModelCallback`, `export`/`load_learner`).
 """
 import math, warnings
+from pathlib import Path
 import pytest, torch
 from fastcore.all import AttrDict
 from fastai.learner import load_learner
@@ -12,7 +13,9 @@ from fastai.callback.schedule import fit_one_cycle, fit_flat_cos, lr_find   # Le
 from fastai.callback.tracker import SaveModelCallback
 from self_supervised.training import CPUMixedPrecision
 from self_supervised.cli import ALGOS, ssl_learner
-from self_supervised.callback import SSLCallback, check_resume
+from fastai.callback.core import Callback
+from fastai.torch_core import set_seed
+from self_supervised.callback import SSLCallback, SeedEpochs, check_resume, _assert_same
 from self_supervised.data import ssl_dls
 from self_supervised.layers import create_encoder
 
@@ -79,3 +82,41 @@ def test_export_and_load_learner(algo, tmp_path):
     with torch.no_grad(): a, b = learn.model.encoder(x), back.model.encoder(x)
     torch.testing.assert_close(a, b)
     assert isinstance(_cb(back), type(_cb(learn)))
+
+class _Crash(Callback):
+    "Raises `exc` at batch `it` of epoch `epoch` (an interruption in the middle of an epoch)"
+    order = 0
+    def __init__(self, epoch, it, exc): self.e, self.i, self.exc = epoch, it, exc
+    def before_batch(self):
+        if self.training and self.epoch == self.e and self.iter == self.i: raise self.exc
+
+@pytest.mark.parametrize('algo', list(ALGOS))
+def test_interrupted_mid_epoch_resumes_from_last_checkpoint(algo, tmp_path):
+    "A KeyboardInterrupt in epoch 2 leaves epoch 1's checkpoint (SaveModelCallback) readable, and resuming from it ends where a straight run ends"
+    def run(*cbs, start_epoch=0, load=None, seed=0):
+        set_seed(seed)
+        learn = tiny_learner(algo, path=tmp_path)
+        if load: learn.load(load)
+        with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3, cbs=[SeedEpochs(0), *cbs], start_epoch=start_epoch)
+        return learn
+    straight = run()
+    with pytest.raises(KeyboardInterrupt):
+        run(SaveModelCallback(every_epoch=True, with_opt=True, fname='ckpt'), _Crash(1, 2, KeyboardInterrupt()))
+    resumed = run(start_epoch=1, load='ckpt_0', seed=1)
+    _assert_same(straight.model.state_dict(), resumed.model.state_dict(), 1e-6, 'model')
+    _assert_same(_cb(straight).state_dict(), _cb(resumed).state_dict(), 1e-6, algo)
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    "Checkpoints are written to a temporary file then renamed: a crash in the middle of a save leaves the old one intact"
+    learn = tiny_learner('moco', path=tmp_path)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    learn.save('ckpt')
+    before = (tmp_path/'models'/'ckpt.pth').read_bytes()
+    def half_write(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b'partial'); raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', half_write)
+    with pytest.raises(OSError, match='disk full'): learn.save('ckpt')
+    monkeypatch.undo()
+    assert (tmp_path/'models'/'ckpt.pth').read_bytes() == before
+    assert sorted(p.name for p in (tmp_path/'models').iterdir()) == ['ckpt.pth']   # no temporary file left behind
+    tiny_learner('moco', seed=1, path=tmp_path).load('ckpt')

@@ -81,3 +81,13 @@ def test_temperature_out_of_range():
 
 def test_missing_weights_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='No encoder weights'): load_encoder(cnn(), tmp_path/'none.safetensors')
+
+def test_nan_in_batch_stops_training():
+    "A NaN or Inf in the input is an error that says so (training stops rather than spreading NaN into the weights)"
+    x = torch.rand(32, 1, 16, 16)
+    x[5, 0, 3, 3] = float('nan')
+    dls = ssl_dls(x, bs=16, device='cpu')
+    dls.train.shuffle = False
+    learn = Learner(dls, create_simclr_model(cnn(), 8, 4), cbs=SimCLR(get_simclr_aug_pipelines(16, stats=fmnist_stats)))
+    with pytest.raises(ValueError, match='contains NaN or Inf: check the data'):
+        learn.fit(1)
