@@ -167,7 +167,8 @@ def _global_logsumexp(x:Tensor, dim=None) -> Tensor:
     e = (x - m).exp()
     return m + _all_reduce(e.sum() if dim is None else e.sum(dim, keepdim=True)).log()
 
-# %% ../nbs/03_losses.ipynb #9af1890d
+# %% ../nbs/03_losses.ipynb #3a489d13
+@float32_loss
 @torch.no_grad()
 def sinkhorn_knopp(scores:Tensor, eps:float=0.05, n_iters:int=3) -> Tensor:
     "SwAV's codes of `scores` (B, K): rows sum to 1, prototypes share the batch equally; sums over every process's rows"
@@ -186,7 +187,8 @@ def sinkhorn_knopp(scores:Tensor, eps:float=0.05, n_iters:int=3) -> Tensor:
         logq = logq - torch.logsumexp(logq, dim=0, keepdim=True) - math.log(B)  # each sample: 1/B (local column)
     return (logq + math.log(B)).exp().T
 
-# %% ../nbs/03_losses.ipynb #f2c0b2da
+# %% ../nbs/03_losses.ipynb #ac68d5c3
+@float32_loss
 def swav_loss(scores:Tensor, codes:Tensor, temp:float=0.1, crop_assgn_ids=(0, 1)) -> Tensor:
     "Swapped prediction: every crop `v` of `scores` (V, B, K) predicts the code (`codes`, (A, B, K)) of each assignment crop `i != v`"
     if isinstance(scores, (list, tuple)): scores = torch.stack(list(scores))
