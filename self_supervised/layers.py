@@ -117,10 +117,10 @@ def create_mlp_module(dim, hidden_size, projection_size, bn=False, nlayers=2) ->
         d = hidden_size
     return nn.Sequential(*layers, nn.Linear(d, projection_size))
 
-# %% ../nbs/02_layers.ipynb #825516a2
+# %% ../nbs/02_layers.ipynb #80b3484a
 def out_features(m:nn.Module) -> int:
-    "Output size of a head: the `out_features` of its last `nn.Linear` (sizes queues, banks and support sets)"
-    lin = [l for l in m.modules() if isinstance(l, nn.Linear)]
+    "Output size of a head: the `out_features` of its last linear layer (sizes queues, banks and support sets)"
+    lin = [l for l in m.modules() if isinstance(getattr(l, 'out_features', None), int)]   # nn.Linear, weight-normalised ones
     if not lin: raise ValueError(f"{type(m).__name__} has no `nn.Linear` layer to read its output size from")
     return lin[-1].out_features
 

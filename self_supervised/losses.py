@@ -15,7 +15,7 @@ from .dist import gather, gather_nograd, rank
 
 # %% auto #0
 __all__ = ['check_pair', 'upcast', 'float32_loss', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss', 'supcon_loss',
-           'memory_bank_loss', 'sinkhorn_knopp', 'swav_loss']
+           'memory_bank_loss', 'sinkhorn_knopp', 'swav_loss', 'dino_loss', 'dino_center_update']
 
 # %% ../nbs/03_losses.ipynb #66ecf23f
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -208,3 +208,50 @@ def swav_loss(scores:Tensor, codes:Tensor, temp:float=0.1, crop_assgn_ids=(0, 1)
         others = [v for v in range(len(scores)) if v != i]
         loss = loss - (q.to(log_p) * log_p[others]).sum(-1).mean()   # mean over the batch and the other crops
     return loss / len(ids)
+
+# %% ../nbs/03_losses.ipynb #c43bf3bd
+import torch.distributed as dist
+from .dist import is_distributed, world_size
+
+def _crops(x:Tensor, n:int, name:str, fn:str) -> Tensor:
+    "`x` as (crops, B, K): a 3-D tensor as it is, a 2-D one of `n` crops stacked crop after crop split into them"
+    if x.ndim == 3: return x
+    if x.ndim != 2: raise ValueError(f"`{fn}`: `{name}` must be (crops*B, K) or (crops, B, K), got shape {tuple(x.shape)}")
+    if n < 1 or len(x) % n: raise ValueError(f"`{fn}`: `{name}` has {len(x)} rows, not a multiple of its {n} crops")
+    return x.view(n, len(x) // n, x.shape[1])
+
+@float32_loss
+def dino_loss(student_out:Tensor, teacher_out:Tensor, center:Tensor, n_large:int=2, tps:float=0.1, tpt:float=0.04) -> Tensor:
+    "DINO's cross-entropy between the centred teacher softmax (temperature `tpt`) on the `n_large` large crops and the student log-softmax (`tps`) on every other crop"
+    if not tps > 0: raise ValueError(f"`dino_loss`: the student temperature `tps` must be > 0, got {tps}")
+    if not tpt > 0: raise ValueError(f"`dino_loss`: the teacher temperature `tpt` must be > 0, got {tpt}")
+    if not isinstance(n_large, int) or n_large < 1: raise ValueError(f"`dino_loss`: `n_large` must be a number of crops >= 1, got {n_large!r}")
+    t = _crops(upcast(teacher_out), n_large, 'teacher_out', 'dino_loss')
+    if len(t) != n_large: raise ValueError(f"`dino_loss`: `teacher_out` holds {len(t)} crops but `n_large={n_large}`")
+    B, K = t.shape[1:]
+    s = upcast(student_out)
+    if s.ndim == 2 and (len(s) % B or s.shape[1] != K):
+        raise ValueError(f"`dino_loss`: `student_out` {tuple(s.shape)} must be (crops*{B}, {K}): the teacher's batch is {B} and its output has {K} dimensions")
+    s = _crops(s, len(s) // B, 'student_out', 'dino_loss')
+    if s.shape[1:] != (B, K): raise ValueError(f"`dino_loss`: student crops of shape {tuple(s.shape[1:])} but teacher crops of {(B, K)}")
+    if len(s) < max(2, n_large):
+        raise ValueError(f"`dino_loss`: the student sees {len(s)} crop(s); it needs the {n_large} large ones (first) and at least 2 in all")
+    if center.shape[-1] != K or center.numel() != K:
+        raise ValueError(f"`dino_loss`: `center` must hold {K} values (shape (1, {K})), got shape {tuple(center.shape)}")
+    with torch.no_grad(): q = F.softmax((t - center.reshape(1, 1, K).to(t)) / tpt, dim=-1)
+    log_p = F.log_softmax(s / tps, dim=-1)
+    ce = -torch.einsum('ibk,vbk->iv', q.to(log_p), log_p) / B   # (teacher crop, student crop), each a batch mean
+    same = torch.eye(n_large, len(s), dtype=torch.bool, device=ce.device)   # a crop is not compared with itself
+    return ce.masked_fill(same, 0.).sum() / (n_large * (len(s) - 1))
+
+# %% ../nbs/03_losses.ipynb #17b6766a
+@torch.no_grad()
+def dino_center_update(center:Tensor, teacher_out:Tensor, m:float=0.9) -> Tensor:
+    "The new centre `center*m + mean(teacher_out)*(1-m)`, the mean over the rows of every process"
+    if not 0 <= m <= 1: raise ValueError(f"`dino_center_update`: the centre momentum `m` must be in [0, 1], got {m}")
+    t = upcast(teacher_out).reshape(-1, teacher_out.shape[-1])
+    if center.numel() != t.shape[1]:
+        raise ValueError(f"`dino_center_update`: `center` holds {center.numel()} values but the teacher outputs {t.shape[1]}")
+    s, n = t.sum(0, keepdim=True), len(t)
+    if is_distributed(): dist.all_reduce(s); n *= world_size()
+    return (center * m + (s / n).reshape(center.shape).to(center) * (1 - m))
