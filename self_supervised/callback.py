@@ -171,7 +171,7 @@ def queue_slots(ptr:int, n:int, size:int, device=None):
     "Rows of a circular buffer of `size` rows for `n` entries written at `ptr`, and the pointer after them"
     return (ptr + torch.arange(n, device=device)) % size, int((ptr + n) % size)
 
-# %% ../nbs/04_callback.ipynb #fdfbd7d2
+# %% ../nbs/04_callback.ipynb #e871463d
 def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallback)]
 
 def _safe_globals():
@@ -181,8 +181,8 @@ def _safe_globals():
 @patch
 def save(self:Learner, file, with_opt=True, pickle_protocol=2):
     "Save the model, the optimizer (if `with_opt`) and all `SSLCallback` state to `self.path/self.model_dir/file`, atomically"
+    if rank_distrib(): return file   # only rank 0 writes (and creates folders)
     file = join_path_file(file, self.path/self.model_dir, ext='.pth')
-    if rank_distrib(): return file
     opt, model_sd = getattr(self, 'opt', None), get_model(self.model).state_dict()
     state = {'model': model_sd, 'opt': opt.state_dict()} if with_opt and opt is not None else model_sd
     cbs = {cb.name: cb.state_dict() for cb in _ssl_cbs(self)}

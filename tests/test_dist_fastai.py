@@ -1,44 +1,95 @@
-"""SimCLR trained with fastai's own distributed engine (`learn.distrib_ctx()`, accelerate, DDP) in 2 CPU processes
-(gloo) ends with the same weights as 1 process trained on the concatenated batches.
+"""Training with fastai's own distributed engine (`learn.distrib_ctx()`, accelerate, DDP) in 2 CPU processes (gloo)
+ends with the same weights and callback state as 1 process trained on the concatenated batches, for SimCLR, MoCo,
+SwAV and DINO; and only rank 0 writes checkpoints.
 
 fastai's `DistributedDL` gives each process a contiguous half of the (unshuffled) dataset, in batches of `bs`; the
 global batch of step k is then [batch k of the first half; batch k of the second half], which the single-process
-reference rebuilds by reordering the images.
+reference rebuilds by reordering the images. The views are deterministic (identity, flip, resizes), the models have
+no batch norm, and the optimiser is plain SGD, so only the distributed machinery can make the runs differ.
 """
 import os
+from functools import partial
 import pytest, torch
+from torch import nn
 import torch.multiprocessing as mp
-from test_dist import _free_port, _simclr_setup, WORLD
+from test_dist import _free_port, WORLD
 
 pytest.importorskip('accelerate')
 N, BS = 64, 8   # per process: 32 images, 4 batches of 8
 
-def _worker(rank, port, x, out_dir):
+def _setup(algo, x, bs):
+    import kornia.augmentation as K
+    from fasttransform import Pipeline
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.optimizer import SGD
+    import fastai.callback.progress  # Learner.no_bar
+    from self_supervised.augmentations import BatchAug, NormalizeBatch
+    from self_supervised.data import TensorDL
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    norm = lambda *tfms: Pipeline([*tfms, NormalizeBatch(0.5, 0.5)], split_idx=0)
+    two = [norm(), norm(BatchAug(K.RandomHorizontalFlip(p=1.)))]
+    crops = two + [norm(BatchAug(K.Resize(8))), norm(BatchAug(K.RandomHorizontalFlip(p=1.)), BatchAug(K.Resize(8)))]
+    if algo == 'simclr':
+        from self_supervised.vision.simclr import SimCLR, create_simclr_model
+        model, cb = create_simclr_model(enc, 16, 8), SimCLR(two, temp=0.5)
+    elif algo == 'moco':
+        from self_supervised.vision.moco import MOCO, create_moco_model
+        model, cb = create_moco_model(enc, 16, 8), MOCO(two, K=40, m=0.9, temp=0.2)   # K wraps around the 16 keys of a step
+    elif algo == 'swav':
+        from self_supervised.vision.swav import SWAV, create_swav_model
+        model = create_swav_model(enc, 16, 8, n_protos=6, bn=False)
+        cb = SWAV(crops, num_crops=(2, 2), crop_sizes=(12, 8), K=32, queue_start_pct=0., freeze_protos_pct=0.2)
+    elif algo == 'dino':
+        from self_supervised.vision.dino import DINO, create_dino_model
+        model = create_dino_model(enc, out_dim=12, hidden_dim=16, bottleneck_dim=8)
+        cb = DINO(crops, m=0.9, tpt_warmup_pct=0.5, freeze_last_layer=1)
+    dls = DataLoaders(TensorDL(x, bs=bs, drop_last=True), TensorDL(x[:bs], bs=bs), device='cpu')
+    return Learner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.5)
+
+def _worker(rank, port, algo, x, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(WORLD), ACCELERATE_USE_CPU='true')
     torch.set_num_threads(1)
     import fastai.distributed   # Learner.distrib_ctx
     import self_supervised.dist  # CPU (gloo) broadcast for fastai's DistributedDL
-    learn = _simclr_setup(x, BS)
+    learn = _setup(algo, x, BS)
+    learn.path = out_dir/f'rank{rank}'
     with learn.distrib_ctx(sync_bn=False, cpu=True):
         assert torch.distributed.get_world_size() == WORLD and torch.distributed.get_backend() == 'gloo'
         with learn.no_logging(): learn.fit(2)
         n_steps = learn.train_iter
-    torch.save(dict(sd=learn.model.state_dict(), steps=n_steps), f'{out_dir}/{rank}.pt')
+        learn.save('ckpt')   # every process calls it, as a script would
+    cb = _ssl_cb(learn)
+    torch.save(dict(sd=learn.model.state_dict(), cb=cb.state_dict(), steps=n_steps), out_dir/f'{rank}.pt')
     torch.distributed.destroy_process_group()
 
-def test_simclr_distrib_ctx_two_processes_train_like_one(tmp_path):
+def _ssl_cb(learn):
+    from self_supervised.callback import SSLCallback
+    return next(c for c in learn.cbs if isinstance(c, SSLCallback))
+
+def _close(a, b, name):
+    if isinstance(a, dict):
+        for k in a: _close(a[k], b[k], f'{name}.{k}')
+    elif isinstance(a, torch.Tensor): torch.testing.assert_close(a, b.to(a.device), atol=1e-5, rtol=1e-4, msg=lambda m: f'{name}: {m}')
+    else: assert a == b, f'{name}: {a} != {b}'
+
+@pytest.mark.parametrize('algo', ['simclr', 'moco', 'swav', 'dino'])
+def test_distrib_ctx_two_processes_train_like_one(algo, tmp_path):
     torch.manual_seed(1)
     x = (torch.rand(N, 1, 12, 12) * 255).to(torch.uint8)
-    mp.spawn(_worker, args=(_free_port(), x, str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), algo, x, tmp_path), nprocs=WORLD, join=True)
     half, k = N // WORLD, N // WORLD // BS
     order = torch.cat([torch.cat([x[r*half + b*BS: r*half + (b+1)*BS] for r in range(WORLD)]) for b in range(k)])
-    single = _simclr_setup(order, WORLD * BS)
+    single = _setup(algo, order, WORLD * BS)
     with single.no_bar(), single.no_logging(): single.fit(2)
-    start = _simclr_setup(x, BS).model.state_dict()
+    start = _setup(algo, x, BS).model.state_dict()
     for r in range(WORLD):
-        res = torch.load(tmp_path/f'{r}.pt')
+        res = torch.load(tmp_path/f'{r}.pt', weights_only=True)
         assert res['steps'] == 2 * k
-        for name, v in single.model.state_dict().items():
-            torch.testing.assert_close(res['sd'][name], v, atol=1e-5, rtol=1e-4)
+        _close(res['sd'], single.model.state_dict(), f'rank {r} model')
+        assert res['cb'].keys() == _ssl_cb(single).state_dict().keys()
+        _close(res['cb'], _ssl_cb(single).state_dict(), f'rank {r} {algo} state')
     assert any((single.model.state_dict()[n] - start[n]).abs().max() > 1e-3 for n in start)   # training moved the weights
+    assert (tmp_path/'rank0'/'models'/'ckpt.pth').exists() and not (tmp_path/'rank1'/'models').exists()   # only rank 0 writes
