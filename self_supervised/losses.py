@@ -15,7 +15,9 @@ from .dist import gather, gather_nograd, rank
 
 # %% auto #0
 __all__ = ['check_pair', 'upcast', 'float32_loss', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss', 'supcon_loss',
-           'memory_bank_loss', 'sinkhorn_knopp', 'swav_loss', 'dino_loss', 'dino_center_update']
+           'memory_bank_loss', 'negative_cosine_loss', 'sinkhorn_knopp', 'swav_loss', 'dino_loss', 'dino_center_update',
+           'tanh_clip', 'amdim_nce_loss', 'AmdimNCELoss', 'FeatureMapContrastiveTask', 'cpc_nce_loss',
+           'PixelCNNContext', 'CPCTask', 'weighted_mse_loss']
 
 # %% ../nbs/03_losses.ipynb #66ecf23f
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -150,6 +152,14 @@ def memory_bank_loss(v:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07) -> Tenso
     logits = torch.cat([(v * pos.to(v)).sum(1, keepdim=True), torch.bmm(neg.to(v), v[:, :, None])[..., 0]], dim=1) / temp
     return F.cross_entropy(logits, torch.zeros(len(v), dtype=torch.long, device=v.device))
 
+# %% ../nbs/03_losses.ipynb #a0025023
+@float32_loss
+def negative_cosine_loss(p:Tensor, z:Tensor) -> Tensor:
+    "SimSiam's D: the batch mean of `-cos(p_i, z_i)` for (N, D) predictions `p` and targets `z`; no gradient reaches `z`"
+    check_pair(p, z, 'negative_cosine_loss', min_bs=1)
+    p, z = F.normalize(upcast(p), dim=1), F.normalize(upcast(z).detach(), dim=1)
+    return -(p * z.to(p)).sum(1).mean()
+
 # %% ../nbs/03_losses.ipynb #1ff773dc
 import math
 import torch.distributed as dist
@@ -255,3 +265,187 @@ def dino_center_update(center:Tensor, teacher_out:Tensor, m:float=0.9) -> Tensor
     s, n = t.sum(0, keepdim=True), len(t)
     if is_distributed(): dist.all_reduce(s); n *= world_size()
     return (center * m + (s / n).reshape(center.shape).to(center) * (1 - m))
+
+# %% ../nbs/03_losses.ipynb #ccdd1da6
+from torch import nn
+import numpy as np
+from .dist import world_size
+
+def tanh_clip(x:Tensor, clip_val:float|None=10.0) -> Tensor:
+    "Soft clip of `x` to `(-clip_val, clip_val)`: `clip_val * tanh(x / clip_val)`; `x` itself if `clip_val` is None"
+    return x if clip_val is None else clip_val * torch.tanh(x / clip_val)
+
+def _check_tclip(tclip, fn):
+    if tclip is not None and not tclip > 0: raise ValueError(f"`{fn}`: `tclip` must be > 0 (or None for no clipping), got {tclip}")
+
+# %% ../nbs/03_losses.ipynb #f6bfcea0
+@float32_loss
+def amdim_nce_loss(anchors:Tensor, targets:Tensor, tclip:float|None=10.0) -> tuple:
+    "AMDIM's NCE of `anchors` (B, D) against every location of `targets` (B, D, L) or (B, D, H, W): returns `(loss, regulariser)`"
+    if anchors.ndim != 2: raise ValueError(f"`amdim_nce_loss`: `anchors` must be (batch, dim), got shape {tuple(anchors.shape)}")
+    if targets.ndim == 4: targets = targets.flatten(2)
+    if targets.ndim != 3 or targets.shape[:2] != anchors.shape:
+        raise ValueError(f"`amdim_nce_loss`: `targets` must be (batch, dim, locations) or (batch, dim, h, w) with the batch and dim "
+                         f"of `anchors` {tuple(anchors.shape)}, got {tuple(targets.shape)}")
+    _check_tclip(tclip, 'amdim_nce_loss')
+    b, d = anchors.shape
+    tg = gather(upcast(targets))
+    if len(tg) < 2: raise ValueError("`amdim_nce_loss` needs a batch of at least 2 images: the negatives are the other images")
+    s = torch.einsum('bd,ndl->bnl', upcast(anchors), tg) / math.sqrt(d)
+    reg = 5e-2 * s.pow(2).mean()
+    s = tanh_clip(s, tclip)
+    rows, own = torch.arange(b, device=s.device), torch.arange(b, device=s.device) + rank() * b
+    pos = s[rows, own]                                                       # (B, L): every location of its own image
+    is_own = torch.zeros(s.shape[:2], dtype=torch.bool, device=s.device)
+    is_own[rows, own] = True
+    neg = s.masked_fill(is_own[..., None], float('-inf')).flatten(1).logsumexp(1, keepdim=True)   # all other images' locations
+    return -(pos - torch.logaddexp(pos, neg)).mean(), reg
+
+# %% ../nbs/03_losses.ipynb #33c9f2e1
+class AmdimNCELoss(nn.Module):
+    "Bolts's form of `amdim_nce_loss`: anchors (B, D), positives (D, B*L) image after image, `mask_mat` the (B, B) identity"
+    def __init__(self, tclip:float|None=10.0):
+        super().__init__()
+        _check_tclip(tclip, 'AmdimNCELoss'); self.tclip = tclip
+    def forward(self, anchor_representations:Tensor, positive_representations:Tensor, mask_mat:Tensor|None=None):
+        b, d = anchor_representations.shape
+        if positive_representations.ndim != 2 or positive_representations.shape[0] != d or positive_representations.shape[1] % b:
+            raise ValueError(f"`AmdimNCELoss`: `positive_representations` must be (dim, batch*locations) = ({d}, {b}*L), got {tuple(positive_representations.shape)}")
+        if mask_mat is not None and not torch.equal(mask_mat.cpu().bool(), torch.eye(b, dtype=torch.bool)):
+            raise ValueError("`AmdimNCELoss`: only the identity `mask_mat` is supported (the positive of anchor i is image i): pass None")
+        tgt = positive_representations.reshape(d, b, -1).permute(1, 0, 2)
+        return amdim_nce_loss(anchor_representations, tgt, self.tclip)
+
+# %% ../nbs/03_losses.ipynb #72a3f73e
+def _as_maps(maps, name) -> list:
+    maps = [maps] if isinstance(maps, Tensor) else list(maps)
+    for i, m in enumerate(maps):
+        if not isinstance(m, Tensor) or m.ndim != 4:
+            raise ValueError(f"`FeatureMapContrastiveTask`: {name}[{i}] must be a (batch, channels, height, width) map, got "
+                             f"{tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__}; a vector z is the 1x1 map z[:, :, None, None]")
+    return maps
+
+def _sample_locations(m:Tensor) -> Tensor:
+    "One random location per image of the map `m` (B, C, H, W): a (B, C) tensor"
+    b = len(m)
+    loc = torch.randint(0, m.shape[2] * m.shape[3], (b,), device=m.device)
+    return m.flatten(2)[torch.arange(b, device=m.device), :, loc]
+
+class FeatureMapContrastiveTask(nn.Module):
+    "AMDIM's contrastive task between the feature maps of two views; `comparisons` like '00, 11' or '0r' ('r': a random map)"
+    def __init__(self, comparisons:str='00, 11', tclip:float=10.0, bidirectional:bool=True):
+        super().__init__()
+        self.map_indexes = self.parse_map_indexes(comparisons)
+        _check_tclip(tclip, 'FeatureMapContrastiveTask')
+        self.comparisons, self.tclip, self.bidirectional = comparisons, tclip, bidirectional
+
+    @staticmethod
+    def parse_map_indexes(comparisons:str) -> list:
+        "'11,59, 2r' -> [(1, 1), (5, 9), (2, -1)]: one pair of map indexes (0-9, or 'r' -> -1) per comma-separated item"
+        items = [o.strip() for o in str(comparisons).split(',')]
+        if not all(len(o) == 2 and all(c.isdigit() or c == 'r' for c in o) for o in items):
+            raise ValueError(f"`comparisons={comparisons!r}` does not parse: use comma-separated pairs of map indexes 0-9 "
+                             f"or 'r' (a random map), e.g. '01, 02, 11'")
+        return [tuple(-1 if c == 'r' else int(c) for c in o) for o in items]
+
+    def _compare(self, m1:Tensor, m2:Tensor):
+        if len(m1) != len(m2) or m1.shape[1] != m2.shape[1]:
+            raise ValueError(f"`FeatureMapContrastiveTask`: compared maps need the same batch size and channels, got "
+                             f"{tuple(m1.shape)} and {tuple(m2.shape)}: project the maps to a common dimension first")
+        return amdim_nce_loss(_sample_locations(m1), m2, self.tclip)
+
+    def forward(self, anchor_maps, positive_maps) -> tuple:
+        "One loss per comparison (a tensor) and the sum of the regularisers; each argument is a map or a list of maps"
+        anchor_maps, positive_maps = _as_maps(anchor_maps, 'anchor_maps'), _as_maps(positive_maps, 'positive_maps')
+        n = len(anchor_maps)
+        if len(positive_maps) != n:
+            raise ValueError(f"`FeatureMapContrastiveTask`: got {n} anchor maps but {len(positive_maps)} positive maps: pass the same maps of both views")
+        used = max(max(p) for p in self.map_indexes)
+        if used >= n:
+            raise ValueError(f"`FeatureMapContrastiveTask`: comparisons {self.comparisons!r} name map {used} but only {n} map(s) "
+                             f"were passed (indexes 0-{n-1}): pass more maps or change `comparisons`")
+        losses, regularizer = [], 0
+        for ai, pi in self.map_indexes:
+            if ai == -1: ai = np.random.randint(0, n)
+            if pi == -1: pi = np.random.randint(0, n)
+            loss, reg = self._compare(anchor_maps[ai], positive_maps[pi])
+            if self.bidirectional:
+                loss2, reg2 = self._compare(positive_maps[ai], anchor_maps[pi])
+                loss, reg = 0.5 * (loss + loss2), 0.5 * (reg + reg2)
+            losses.append(loss)
+            regularizer = regularizer + reg
+        return torch.stack(losses), regularizer
+
+# %% ../nbs/03_losses.ipynb #afe4b978
+@float32_loss
+def cpc_nce_loss(preds:Tensor, targets:Tensor, k:int) -> Tensor:
+    "CPC's InfoNCE: `preds[b, :, r, c]` (r < H-k) must find `targets[b, :, r+k, c]` among every target vector of the batch"
+    if preds.ndim != 4 or preds.shape != targets.shape:
+        raise ValueError(f"`cpc_nce_loss`: `preds` and `targets` must be (batch, dim, rows, cols) maps of the same shape, "
+                         f"got {tuple(preds.shape)} and {tuple(targets.shape)}")
+    b, d, h, w = targets.shape
+    if not (isinstance(k, int) and 1 <= k < h):
+        raise ValueError(f"`cpc_nce_loss`: the offset `k` must be an int in [1, {h - 1}] for a grid of {h} rows, got {k!r}")
+    tg = gather(upcast(targets)).permute(0, 2, 3, 1).reshape(-1, d)
+    p = upcast(preds)[:, :, :h - k].permute(0, 2, 3, 1).reshape(-1, d)
+    i = lambda n, dim: torch.arange(n, device=p.device).view([-1 if j == dim else 1 for j in range(3)])
+    labels = ((i(b, 0) + rank() * b) * h * w + (i(h - k, 1) + k) * w + i(w, 2)).flatten()
+    return F.cross_entropy(p @ tg.T, labels)
+
+# %% ../nbs/03_losses.ipynb #e6ff847d
+class PixelCNNContext(nn.Module):
+    "CPC v2's context network: row r of the output depends on rows <= r of the input only"
+    def __init__(self, n_in:int, hidden:int=256, n_blocks:int=5):
+        super().__init__()
+        block = lambda: nn.Sequential(nn.Conv2d(n_in, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, (1, 3), padding=(0, 1)),
+                                      nn.ZeroPad2d((0, 0, 1, 0)), nn.Conv2d(hidden, hidden, (2, 1)), nn.ReLU(), nn.Conv2d(hidden, n_in, 1))
+        self.blocks = nn.ModuleList([block() for _ in range(n_blocks)])
+    def forward(self, z:Tensor) -> Tensor:
+        for blk in self.blocks: z = z + blk(z)
+        return F.relu(z)
+
+# %% ../nbs/03_losses.ipynb #4a17220d
+class CPCTask(nn.Module):
+    "CPC v2's predictive task on a (batch, channels, rows, cols) grid of patch embeddings; the offsets k are `steps_to_ignore+1..steps_to_predict`"
+    def __init__(self, num_input_channels:int, target_dim:int=64, embed_scale:float=0.1, steps_to_ignore:int=2, steps_to_predict:int=3,
+                 context_dim:int=256):
+        super().__init__()
+        if not (isinstance(steps_to_ignore, int) and isinstance(steps_to_predict, int) and 0 <= steps_to_ignore < steps_to_predict):
+            raise ValueError(f"`CPCTask`: need ints 0 <= steps_to_ignore < steps_to_predict (the offsets are steps_to_ignore+1..steps_to_predict), "
+                             f"got {steps_to_ignore!r}, {steps_to_predict!r}")
+        store_attr('num_input_channels,target_dim,embed_scale,steps_to_ignore,steps_to_predict')
+        self.offsets = list(range(steps_to_ignore + 1, steps_to_predict + 1))
+        self.context_cnn = PixelCNNContext(num_input_channels, context_dim)
+        self.target_cnn = nn.Conv2d(num_input_channels, target_dim, 1)
+        self.pred_cnns = nn.ModuleList([nn.Conv2d(num_input_channels, target_dim, 1) for _ in self.offsets])
+
+    def forward(self, Z:Tensor) -> Tensor:
+        if Z.ndim != 4 or Z.shape[1] != self.num_input_channels:
+            raise ValueError(f"`CPCTask`: `Z` must be a (batch, {self.num_input_channels}, rows, cols) grid of patch embeddings, got {tuple(Z.shape)}")
+        h = Z.shape[2]
+        if h <= self.offsets[0]:
+            raise ValueError(f"`CPCTask`: a grid of {h} rows has no patch {self.offsets[0]} rows below another: "
+                             f"use a grid of at least {self.offsets[0] + 1} rows (larger images, smaller patches) or a smaller `steps_to_ignore`")
+        context, targets = self.context_cnn(Z), self.target_cnn(Z)
+        return sum(cpc_nce_loss(pred(context) * self.embed_scale, targets, k)
+                   for k, pred in zip(self.offsets, self.pred_cnns) if k < h)   # k >= h: no row to predict
+
+# %% ../nbs/03_losses.ipynb #89164cbe
+from .dist import gather_nograd, world_size
+
+@float32_loss
+def weighted_mse_loss(pred:Tensor, target:Tensor, weight:Tensor|None=None) -> Tensor:
+    "Mean of `(pred - target)**2` weighted by `weight` (broadcast to `pred`; None: the plain MSE); 0 when all weights are 0"
+    if pred.shape != target.shape:
+        raise ValueError(f"`weighted_mse_loss`: `pred` {tuple(pred.shape)} and `target` {tuple(target.shape)} must have the same shape: "
+                         f"the model must output images of the size and number of channels of its input")
+    pred, target = upcast(pred), upcast(target).to(upcast(pred).dtype)
+    se = (pred - target).pow(2)
+    if weight is None: w = torch.ones((), dtype=se.dtype, device=se.device).expand_as(se)
+    else:
+        try: w = weight.to(se.dtype).expand_as(se)
+        except RuntimeError: raise ValueError(f"`weighted_mse_loss`: `weight` {tuple(weight.shape)} does not broadcast to `pred` {tuple(pred.shape)}: "
+                                              f"use one weight per element or e.g. a (B, 1, H, W) mask") from None
+        if (w < 0).any(): raise ValueError("`weighted_mse_loss`: `weight` must be >= 0 (e.g. a 0/1 mask of the pixels to score)")
+    total = gather_nograd(w.sum()[None]).sum() / world_size()   # the whole batch's weight, as a per-process share
+    return (w * se).sum() / total.clamp_min(torch.finfo(se.dtype).tiny)
