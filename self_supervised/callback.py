@@ -22,8 +22,8 @@ from .layers import atomic_write
 from .losses import upcast, float32_loss
 
 # %% auto #0
-__all__ = ['decoded_views', 'SSLCallback', 'ema_update', 'momentum_copy', 'cosine_momentum', 'queue_slots', 'SeedEpochs',
-           'check_resume']
+__all__ = ['decoded_views', 'SSLCallback', 'CatViews', 'ema_update', 'momentum_copy', 'cosine_momentum', 'queue_slots',
+           'SeedEpochs', 'check_resume']
 
 # %% ../nbs/04_callback.ipynb #6ffd66ac
 @torch.no_grad()
@@ -144,6 +144,11 @@ class SSLCallback(Callback):
                 if i == 0: ax.set_title('input' if j == 0 else f'view {j}', fontsize=8)
         fig.tight_layout()
         return fig
+
+# %% ../nbs/04_callback.ipynb #afdad856
+class CatViews(SSLCallback):
+    "Base of the methods that feed all their views to the model as one batch (view-major); `lf` gets the output for all of them"
+    def make_batch(self, views): return (torch.cat(views),), (torch.zeros(len(views[0]), device=views[0].device),)
 
 # %% ../nbs/04_callback.ipynb #4f517939
 @torch.no_grad()

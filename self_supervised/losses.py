@@ -15,9 +15,9 @@ from .dist import gather, gather_nograd, rank
 
 # %% auto #0
 __all__ = ['check_pair', 'upcast', 'float32_loss', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss', 'supcon_loss',
-           'memory_bank_loss', 'negative_cosine_loss', 'sinkhorn_knopp', 'swav_loss', 'dino_loss', 'dino_center_update',
-           'tanh_clip', 'amdim_nce_loss', 'AmdimNCELoss', 'FeatureMapContrastiveTask', 'cpc_nce_loss',
-           'PixelCNNContext', 'CPCTask', 'weighted_mse_loss']
+           'memory_bank_loss', 'negative_cosine_loss', 'barlow_twins_loss', 'vicreg_loss', 'sinkhorn_knopp',
+           'swav_loss', 'dino_loss', 'dino_center_update', 'tanh_clip', 'amdim_nce_loss', 'AmdimNCELoss',
+           'FeatureMapContrastiveTask', 'cpc_nce_loss', 'PixelCNNContext', 'CPCTask', 'weighted_mse_loss']
 
 # %% ../nbs/03_losses.ipynb #66ecf23f
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -159,6 +159,35 @@ def negative_cosine_loss(p:Tensor, z:Tensor) -> Tensor:
     check_pair(p, z, 'negative_cosine_loss', min_bs=1)
     p, z = F.normalize(upcast(p), dim=1), F.normalize(upcast(z).detach(), dim=1)
     return -(p * z.to(p)).sum(1).mean()
+
+# %% ../nbs/03_losses.ipynb #0b7064b6
+def _off_diagonal(m:Tensor) -> Tensor:
+    "The off-diagonal entries of a square matrix, flattened"
+    n = m.shape[0]
+    return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+@float32_loss
+def barlow_twins_loss(z1:Tensor, z2:Tensor, lambd:float=5e-3, eps:float=1e-5) -> Tensor:
+    "Barlow Twins: cross-correlation of the batch-standardised views pushed to the identity, off-diagonal terms weighted by `lambd`"
+    check_pair(z1, z2, 'barlow_twins_loss')
+    if lambd < 0: raise ValueError(f"`barlow_twins_loss`: `lambd` must be >= 0, got {lambd}")
+    z1, z2 = gather(upcast(z1)), gather(upcast(z2))
+    std = lambda z: (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)   # BatchNorm1d(affine=False) in training
+    c = std(z1).T @ std(z2) / len(z1)
+    return (torch.diagonal(c) - 1).pow(2).sum() + lambd * _off_diagonal(c).pow(2).sum()
+
+@float32_loss
+def vicreg_loss(z1:Tensor, z2:Tensor, sim_w:float=25., var_w:float=25., cov_w:float=1., eps:float=1e-4) -> Tensor:
+    "VICReg: `sim_w` x MSE invariance + `var_w` x variance hinge (std >= 1) + `cov_w` x off-diagonal covariance, on the global batch"
+    check_pair(z1, z2, 'vicreg_loss')
+    if min(sim_w, var_w, cov_w) < 0: raise ValueError(f"`vicreg_loss`: the weights must be >= 0, got sim_w={sim_w}, var_w={var_w}, cov_w={cov_w}")
+    z1, z2 = gather(upcast(z1)), gather(upcast(z2))
+    n, d = z1.shape
+    inv = F.mse_loss(z1, z2)
+    z1, z2 = z1 - z1.mean(0), z2 - z2.mean(0)
+    var = sum(F.relu(1 - torch.sqrt(z.var(0) + eps)).mean() for z in (z1, z2)) / 2
+    cov = sum(_off_diagonal(z.T @ z / (n - 1)).pow(2).sum() / d for z in (z1, z2))
+    return sim_w * inv + var_w * var + cov_w * cov
 
 # %% ../nbs/03_losses.ipynb #1ff773dc
 import math

@@ -9,7 +9,7 @@ from functools import partial
 import pytest, torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from self_supervised.losses import nt_xent_loss, dcl_loss, moco_loss, supcon_loss
+from self_supervised.losses import nt_xent_loss, dcl_loss, moco_loss, supcon_loss, barlow_twins_loss, vicreg_loss
 
 def _supcon(z1, z2):
     "SupCon over both views, with a class label computed from the data (so each process labels its own slice)"
@@ -17,7 +17,9 @@ def _supcon(z1, z2):
 
 LOSSES = {'nt_xent': partial(nt_xent_loss, temp=0.5), 'dcl': partial(dcl_loss, temp=0.2),
           'dclw': partial(dcl_loss, temp=0.2, sigma=0.5), 'moco_v3': partial(moco_loss, queue=None, temp=0.2),
-          'supcon': _supcon}
+          'supcon': _supcon,
+          # batch-statistics losses: every process computes the loss of the global batch (its gather has gradients)
+          'barlow_twins': partial(barlow_twins_loss, lambd=0.1), 'vicreg': partial(vicreg_loss, cov_w=2.)}
 WORLD = 2
 
 def _free_port():

@@ -14,7 +14,7 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import moco_loss, check_temp
-from ..callback import SSLCallback, queue_slots
+from ..callback import CatViews, queue_slots
 from ..dist import gather_nograd, world_size
 
 # %% auto #0
@@ -40,7 +40,7 @@ def create_nnclr_model(encoder:nn.Module, hidden_size=256, projection_size=128, 
 get_nnclr_aug_pipelines = views_aug_fn(2, 'NNCLR')
 
 # %% ../../nbs/14_nnclr.ipynb #51b35f74
-class NNCLR(SSLCallback):
+class NNCLR(CatViews):
     "NNCLR: nearest neighbours from a support set of `K` projections as positives, InfoNCE with temperature `temp`"
     n_views, min_bs, _state = 2, 2, ('support', 'support_ptr')
     def __init__(self, aug_pipelines, K=98304, temp=0.1, print_augs=False):
@@ -60,8 +60,6 @@ class NNCLR(SSLCallback):
         super().before_fit()
         n = self.dls.train.bs * world_size()
         if self.K < n: raise ValueError(f"NNCLR: the support set (K={self.K}) is smaller than the projections written at each step ({n}): use K >= {n}")
-
-    def make_batch(self, views): return (torch.cat(views),), (torch.zeros(2 * len(views[0]), device=views[0].device),)
 
     @torch.no_grad()
     def nearest(self, z):
