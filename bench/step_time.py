@@ -29,7 +29,6 @@ def _peak_mb():
 def run_case(case, bs, steps, threads):
     "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
     import torch
-    from fastcore.all import AttrDict
     from fastai.callback.core import Callback
     from self_supervised.cli import ALGOS, ssl_learner
     from self_supervised.data import fashion_mnist, ssl_dls
@@ -56,10 +55,9 @@ def run_case(case, bs, steps, threads):
         def after_batch(self):
             if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
     spec = ALGOS[case]
-    args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'], n_items=len(x), labelled=0.1)
     dls = ssl_dls(x, ds.test_x[:bs], ds.train_y[:len(x)], ds.test_y[:bs], bs=bs, device='cpu', with_idx=spec.get('with_idx', False))
     clock = Clock()
-    learn = ssl_learner(case, dls, enc, args)
+    learn = ssl_learner(dls, case, enc)
     learn.add_cbs([clock, Stop(clock)])
     rss0 = _peak_reset()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)

@@ -15,6 +15,7 @@ from fastcore.script import call_parse, bool_arg
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.callback.schedule import fit_one_cycle
+from fastai.vision.core import imagenet_stats
 from .data import fashion_mnist, ssl_dls, fmnist_stats
 from .layers import create_encoder, export_encoder, ssl_splitter, PoolingType
 from .evaluation import evaluate_encoder
@@ -30,42 +31,48 @@ from .vision.swav import create_swav_model, get_swav_aug_pipelines, SWAV
 from .vision.dino import create_dino_model, get_dino_aug_pipelines, DINO
 from .vision.byol import create_byol_model, BYOL
 from .vision.simsiam import create_simsiam_model, SimSiam
+from .vision.barlow_twins import create_barlow_twins_model, BarlowTwins
+from .vision.vicreg import create_vicreg_model, VICReg
+from .vision.amdim import create_amdim_model, AMDIM
+from .vision.cpc import create_cpc_model, CPCV2
+from .vision.rotnet import create_rotnet_model, RotNet
+from .vision.jigsaw import create_jigsaw_model, Jigsaw
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'ALGOS', 'ssl_learner', 'view_grid', 'ssl_pretrain']
+__all__ = ['UNLABELLED', 'ALGOS', 'ssl_args', 'ssl_learner', 'view_grid', 'ssl_pretrain']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
 UNLABELLED = 10   # the class id SupCon treats as 'no label' (Fashion-MNIST has classes 0-9)
 
-def _two_views(a):
-    return get_multi_aug_pipelines(2, a.size, stats=fmnist_stats, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6))
+def _views(a, n=2):
+    return get_multi_aug_pipelines(n, a.size, stats=a.stats, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6))
 
 ALGOS = {
-    'simclr': dict(temp=0.5, augs=_two_views,
+    'simclr': dict(temp=0.5, augs=_views,
                    model=lambda enc, a: create_simclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
                    cb=lambda augs, a: SimCLR(augs, temp=a.temp)),
-    'dcl':    dict(temp=0.5, augs=_two_views,
+    'dcl':    dict(temp=0.5, augs=_views,
                    model=lambda enc, a: create_dcl_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
                    cb=lambda augs, a: DCL(augs, temp=a.temp)),
-    'moco':   dict(temp=0.2, augs=_two_views,   # m=0.99: a short run needs a momentum encoder that keeps up
+    'moco':   dict(temp=0.2, augs=_views,   # m=0.99: a short run needs a momentum encoder that keeps up
                    model=lambda enc, a: create_moco_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
                    cb=lambda augs, a: MOCO(augs, K=4096, m=0.99, temp=a.temp)),
-    'nnclr':  dict(temp=0.2, augs=_two_views,
+    'nnclr':  dict(temp=0.2, augs=_views,
                    model=lambda enc, a: create_nnclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
                    cb=lambda augs, a: NNCLR(augs, K=8192, temp=a.temp)),
-    'instdisc': dict(temp=0.07, with_idx=True, augs=lambda a: _two_views(a)[:1],
+    'instdisc': dict(temp=0.07, with_idx=True, augs=lambda a: _views(a, 1),
                    model=lambda enc, a: create_instdisc_model(enc, projection_size=128),
                    cb=lambda augs, a: InstDisc(augs, n_neg=min(4096, a.n_items - 1), temp=a.temp)),
     # labels=True: the training labels are given, all but a fraction `labelled` replaced by the unlabelled id
-    'supcon': dict(temp=0.2, labels=True, augs=_two_views,
+    'supcon': dict(temp=0.2, labels=True, augs=_views,
                    model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
                    cb=lambda augs, a: SupCon(augs, unsup_class_id=UNLABELLED, temp=a.temp)),
-    'supcon_moco': dict(temp=0.2, labels=True, augs=_two_views,
+    'supcon_moco': dict(temp=0.2, labels=True, augs=_views,
                    model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
                    cb=lambda augs, a: SupConMOCO(augs, unsup_class_id=UNLABELLED, K=4096, m=0.99, temp=a.temp)),
     # multi-crop: 2 crops of a.size px predict each other's codes, 4 small crops (16 px at 28) predict both
     'swav':   dict(temp=0.1, augs=lambda a: get_swav_aug_pipelines(num_crops=(2, 4), crop_sizes=(a.size, a.size * 4 // 7),
-                                    min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale), stats=fmnist_stats,
+                                    min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale), stats=a.stats,
                                     rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
                    model=lambda enc, a: create_swav_model(enc, hidden_size=256, projection_size=128, n_protos=300, bn=a.bn),
                    # a queue of 15 batches as in the paper's batch-256 runs, from 15% of training; prototypes frozen for 5%
@@ -73,25 +80,59 @@ ALGOS = {
                                            queue_start_pct=0.15, temp=a.temp, eps=0.05, freeze_protos_pct=0.05)),
     # temp is the student's; the same 2 + 4 crops as SwAV; m=0.99: in ~700 steps the teacher must keep up
     'dino':   dict(temp=0.1, augs=lambda a: get_dino_aug_pipelines(num_crops=(2, 4), crop_sizes=(a.size, a.size * 4 // 7),
-                                    min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale), stats=fmnist_stats,
+                                    min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale), stats=a.stats,
                                     rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
                    model=lambda enc, a: create_dino_model(enc, out_dim=1024, hidden_dim=256, bottleneck_dim=64, use_bn=a.bn),
                    cb=lambda augs, a: DINO(augs, tps=a.temp, m=0.99, tpt_warmup_pct=0.3)),
     # no temperature; m=0.99 rising to 1 along the cosine: in ~700 steps the target must keep up
-    'byol':   dict(temp=None, augs=_two_views,
+    'byol':   dict(temp=None, augs=_views,
                    model=lambda enc, a: create_byol_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
                    cb=lambda augs, a: BYOL(augs, m=0.99)),
     # the paper's shape scaled down: 3-layer projector with batch norm everywhere (SimSiam collapses without it)
-    'simsiam': dict(temp=None, augs=_two_views,
+    'simsiam': dict(temp=None, augs=_views,
                    model=lambda enc, a: create_simsiam_model(enc, hidden_size=256, projection_size=256, pred_hidden_size=64, bn=True),
                    cb=lambda augs, a: SimSiam(augs)),
+    # no temperature; the papers' 3-layer projector (8192 wide there) with batch norm, and their loss weights
+    'barlow_twins': dict(temp=None, augs=_views,
+                   model=lambda enc, a: create_barlow_twins_model(enc, hidden_size=512, projection_size=512),
+                   cb=lambda augs, a: BarlowTwins(augs, lmb=5e-3)),
+    'vicreg': dict(temp=None, augs=_views,
+                   model=lambda enc, a: create_vicreg_model(enc, hidden_size=512, projection_size=512),
+                   cb=lambda augs, a: VICReg(augs, sim_w=25., var_w=25., cov_w=1.)),
+    # feature-map and pretext tasks: no temperature (AMDIM's soft clipping is its own)
+    'amdim':  dict(temp=None, augs=_views,
+                   model=lambda enc, a: create_amdim_model(enc, n_rkhs=128, size=a.size),
+                   cb=lambda augs, a: AMDIM(augs)),
+    # CPC's patches (8 px every 4) are encoded one by one: 36 encoder passes per 28-px image
+    'cpc':    dict(temp=None, augs=lambda a: _views(a, 1),
+                   model=lambda enc, a: create_cpc_model(enc, context_dim=128),
+                   cb=lambda augs, a: CPCV2(augs)),
+    'rotnet': dict(temp=None, augs=lambda a: _views(a, 1),
+                   model=lambda enc, a: create_rotnet_model(enc, hidden_size=256, bn=a.bn),
+                   cb=lambda augs, a: RotNet(augs)),
+    'jigsaw': dict(temp=None, augs=lambda a: _views(a, 1),
+                   model=lambda enc, a: create_jigsaw_model(enc, hidden_size=256, bn=a.bn),
+                   cb=lambda augs, a: Jigsaw(augs)),
 }
 
 # %% ../nbs/80_cli.ipynb #5951eb26
-def ssl_learner(algo:str, dls, encoder:nn.Module, args, **kwargs) -> Learner:
-    "`Learner` training `encoder` on `dls` with the algorithm `algo` of `ALGOS`; its SSL callback is the last of `learn.cbs`"
+def ssl_args(dls, algo:str, **recipe) -> AttrDict:
+    "The settings of `algo`'s recipe on `dls`: the CLI's defaults and what the data tells, overridden by `recipe`"
+    if algo not in ALGOS: raise ValueError(f"Unknown algorithm `algo={algo!r}`: choose one of {', '.join(ALGOS)}")
+    x = dls.train.one_batch()[0]
+    if x.ndim != 4: raise ValueError(f"`ssl_learner` trains image encoders: the batches of `dls` must be (B, C, H, W) images, got shape {tuple(x.shape)}")
+    n_in = recipe.get('n_in', x.shape[1])
+    a = AttrDict(size=x.shape[-1], n_in=n_in, min_scale=0.4, blur=False, bn=True, temp=ALGOS[algo]['temp'],
+                 stats=fmnist_stats if n_in == 1 else imagenet_stats, n_items=len(dls.train.dataset), bs=dls.train.bs)
+    a.update({k: v for k, v in recipe.items() if v is not None})
+    return a
+
+def ssl_learner(dls, algo:str, arch='small_resnet', recipe:dict|None=None, **kwargs) -> Learner:
+    "`Learner` pretraining an encoder (`arch`: a name for `create_encoder`, or a module) on `dls` with `algo` of `ALGOS`; its SSL callback is the last of `learn.cbs`"
+    a = ssl_args(dls, algo, **ifnone(recipe, {}))
+    encoder = create_encoder(arch, n_in=a.n_in)
     spec = ALGOS[algo]
-    return Learner(dls, spec['model'](encoder, args), cbs=spec['cb'](spec['augs'](args), args), opt_func=Adam,
+    return Learner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=Adam,
                    splitter=ssl_splitter, **kwargs)
 
 # %% ../nbs/80_cli.ipynb #985d32b0
@@ -162,7 +203,7 @@ def ssl_pretrain(
     try: encoder = create_encoder(arch, n_in=1, pool_type=pool, **({'width': width} if arch == 'small_resnet' else {}))
     except ValueError as e: raise SystemExit(str(e)) from e
     random_encoder = copy.deepcopy(encoder)
-    learn = ssl_learner(algo, dls, encoder, args, path=out, model_dir='.')
+    learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
     cb = learn.cbs[-1]
     t0 = time.time()
     learn.fit_one_cycle(epochs, lr)

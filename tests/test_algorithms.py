@@ -7,7 +7,6 @@ NaN/Inf in bfloat16 autocast, and survive fastai's usual calls (`summary`, `lr_f
 import math, warnings
 from pathlib import Path
 import pytest, torch
-from fastcore.all import AttrDict
 from fastai.learner import load_learner
 from fastai.callback.schedule import fit_one_cycle, fit_flat_cos, lr_find   # Learner methods
 from fastai.callback.tracker import SaveModelCallback
@@ -30,8 +29,7 @@ def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
     y = torch.randint(0, 3, (N + BS,), generator=g)
     if spec.get('labels'): y[::2] = 10   # half unlabelled (the CLI's UNLABELLED id)
     dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.get('with_idx', False))
-    args = AttrDict(size=28, min_scale=0.4, blur=False, bn=True, temp=spec['temp'], n_items=N, labelled=0.5)
-    return ssl_learner(algo, dls, create_encoder('small_resnet', n_in=1, width=4), args, lr=1e-3, **kwargs)
+    return ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3, **kwargs)
 
 def _cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))
 
