@@ -116,11 +116,12 @@ ALGOS = {
 }
 
 # %% ../nbs/80_cli.ipynb #5951eb26
-def ssl_args(dls, algo:str, **recipe) -> AttrDict:
-    "The settings of `algo`'s recipe on `dls`: the CLI's defaults and what the data tells, overridden by `recipe`"
+def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
+    "The settings of `algo`'s recipe on `dls`: the CLI's defaults and what the data tells, overridden by `recipe` and `kwargs`"
     if algo not in ALGOS: raise ValueError(f"Unknown algorithm `algo={algo!r}`: choose one of {', '.join(ALGOS)}")
     x = dls.train.one_batch()[0]
     if x.ndim != 4: raise ValueError(f"`ssl_learner` trains image encoders: the batches of `dls` must be (B, C, H, W) images, got shape {tuple(x.shape)}")
+    recipe = {**ifnone(recipe, {}), **kwargs}
     n_in = recipe.get('n_in', x.shape[1])
     a = AttrDict(size=x.shape[-1], n_in=n_in, min_scale=0.4, blur=False, bn=True, temp=ALGOS[algo]['temp'],
                  stats=fmnist_stats if n_in == 1 else imagenet_stats, n_items=len(dls.train.dataset), bs=dls.train.bs)
@@ -129,7 +130,7 @@ def ssl_args(dls, algo:str, **recipe) -> AttrDict:
 
 def ssl_learner(dls, algo:str, arch='small_resnet', recipe:dict|None=None, **kwargs) -> Learner:
     "`Learner` pretraining an encoder (`arch`: a name for `create_encoder`, or a module) on `dls` with `algo` of `ALGOS`; its SSL callback is the last of `learn.cbs`"
-    a = ssl_args(dls, algo, **ifnone(recipe, {}))
+    a = ssl_args(dls, algo, recipe)
     encoder = create_encoder(arch, n_in=a.n_in)
     spec = ALGOS[algo]
     return Learner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=Adam,

@@ -1,6 +1,6 @@
 """Training with fastai's own distributed engine (`learn.distrib_ctx()`, accelerate, DDP) in 2 CPU processes (gloo)
 ends with the same weights and callback state as 1 process trained on the concatenated batches, for SimCLR, MoCo,
-SwAV and DINO; and only rank 0 writes checkpoints.
+BYOL, Barlow Twins, SwAV and DINO; and only rank 0 writes checkpoints.
 
 fastai's `DistributedDL` gives each process a contiguous half of the (unshuffled) dataset, in batches of `bs`; the
 global batch of step k is then [batch k of the first half; batch k of the second half], which the single-process
@@ -41,12 +41,19 @@ def _setup(algo, x, bs):
         from self_supervised.vision.swav import SWAV, create_swav_model
         model = create_swav_model(enc, 16, 8, n_protos=6, bn=False)
         cb = SWAV(crops, num_crops=(2, 2), crop_sizes=(12, 8), K=32, queue_start_pct=0., freeze_protos_pct=0.2)
+    elif algo == 'byol':
+        from self_supervised.vision.byol import BYOL, create_byol_model
+        model, cb = create_byol_model(enc, 16, 8, bn=False), BYOL(two, m=0.9)   # the EMA target follows the averaged updates
+    elif algo == 'barlow_twins':
+        from self_supervised.vision.barlow_twins import BarlowTwins, create_barlow_twins_model
+        model, cb = create_barlow_twins_model(enc, 16, 8, bn=False), BarlowTwins(two, lmb=0.05)   # global-batch cross-correlation
     elif algo == 'dino':
         from self_supervised.vision.dino import DINO, create_dino_model
         model = create_dino_model(enc, out_dim=12, hidden_dim=16, bottleneck_dim=8)
         cb = DINO(crops, m=0.9, tpt_warmup_pct=0.5, freeze_last_layer=1)
     dls = DataLoaders(TensorDL(x, bs=bs, drop_last=True), TensorDL(x[:bs], bs=bs), device='cpu')
-    return Learner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.5)
+    # Barlow Twins' loss sums D squared correlations: a smaller step keeps float32 rounding from being amplified
+    return Learner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.01 if algo == 'barlow_twins' else 0.5)
 
 def _worker(rank, port, algo, x, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
@@ -75,7 +82,7 @@ def _close(a, b, name):
     elif isinstance(a, torch.Tensor): torch.testing.assert_close(a, b.to(a.device), atol=1e-5, rtol=1e-4, msg=lambda m: f'{name}: {m}')
     else: assert a == b, f'{name}: {a} != {b}'
 
-@pytest.mark.parametrize('algo', ['simclr', 'moco', 'swav', 'dino'])
+@pytest.mark.parametrize('algo', ['simclr', 'moco', 'byol', 'barlow_twins', 'swav', 'dino'])
 def test_distrib_ctx_two_processes_train_like_one(algo, tmp_path):
     torch.manual_seed(1)
     x = (torch.rand(N, 1, 12, 12) * 255).to(torch.uint8)

@@ -25,6 +25,10 @@ LOSSES = {
     'moco_queue': (_moco_queue, True, True),
     'supcon': (_supcon, True, True),
     'memory_bank': (_bank, False, True),   # the sampled negatives are tied to rows
+    'negative_cosine': (lambda a, b, l: L.negative_cosine_loss(a, b), True, True),
+    # batch statistics: order-free, but the standardisation's eps (Barlow Twins) and the variance hinge (VICReg) see the scale
+    'barlow_twins': (lambda a, b, l: L.barlow_twins_loss(a, b, 0.1), True, False),
+    'vicreg': (lambda a, b, l: L.vicreg_loss(a, b), True, False),
 }
 
 @st.composite
