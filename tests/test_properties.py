@@ -31,6 +31,8 @@ LOSSES = {
     'vicreg': (lambda a, b, l: L.vicreg_loss(a, b), True, False),
 }
 
+MAX_EXAMPLES = 40   # per loss and run
+
 @st.composite
 def batches(draw):
     n, d = draw(st.integers(2, 12)), draw(st.integers(1, 16))
@@ -42,7 +44,7 @@ def batches(draw):
     return z1, z2, labels, draw(st.floats(0.01, 100.)), torch.randperm(n, generator=g)
 
 @pytest.mark.parametrize('name', list(LOSSES))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(b=batches())
 def test_loss_properties(name, b):
     f, perm_inv, scale_inv = LOSSES[name]
