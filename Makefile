@@ -63,12 +63,14 @@ test: check-clean check-export test-nbs pytest
 readme: install
 	$(PY) tools/make_readme.py
 
-# Every benchmark script; each prints its figures (the comparison trains every algorithm: about 5 minutes each)
+# Every benchmark script; each prints its figures. The comparison trains every algorithm of the registry at one small
+# budget (about an hour on 2 cores; larger with --epochs/--n-train) and writes its table into nbs/index.ipynb and README.md
 bench: install data
 	$(PY) bench/augment_cost.py
 	$(PY) bench/loss_speed.py
 	$(PY) bench/step_time.py
-	$(PY) bench/compare_fmnist.py
+	$(PY) bench/reliability.py
+	$(PY) bench/compare_fmnist.py --readme
 
 clean:
 	rm -rf $(VENV) demo_out bench_out _docs _proc
