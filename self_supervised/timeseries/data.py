@@ -163,7 +163,7 @@ def check_keypoints(keypoints:dict, n_features:int, fn:str='keypoints', pairs=()
             raise ValueError(f"`{fn}`: the mirror pair ({a!r}, {b!r}) names a body part that is not in `keypoints` ({', '.join(keypoints)})")
     return keypoints
 
-def synthetic_poses(n:int=256, n_frames:int=64, noise:float=0.02, seed:int=0) -> AttrDict:
+def synthetic_poses(n:int=256, n_frames:int=64, noise:float=0.02, centred:bool=True, seed:int=0) -> AttrDict:
     "`n` clips of `n_frames` frames of a 5-keypoint animal doing one of `POSE_ACTIONS`, balanced; `x` (n, 10, n_frames), `y`, `keypoints`, `pairs`"
     if n_frames < 2: raise ValueError(f"`synthetic_poses`: `n_frames` must be at least 2, got {n_frames}")
     g = torch.Generator().manual_seed(seed)
@@ -187,6 +187,7 @@ def synthetic_poses(n:int=256, n_frames:int=64, noise:float=0.02, seed:int=0) ->
     rot = torch.stack([c * body[..., 0] - s * body[..., 1], s * body[..., 0] + c * body[..., 1]], -1)
     pos = centre[:, :, None] + size[..., None, None] * rot           # (n, T, parts, 2)
     pos = pos + noise * torch.randn(pos.shape, generator=g)
+    if centred: pos = pos - pos.mean((1, 2), keepdim=True)           # the clip's mean position removed
     x = pos.permute(0, 2, 3, 1).reshape(n, 10, n_frames)             # parts-major, x before y: x0, y0, x1, y1, ...
     return AttrDict(x=x.float(), y=y, classes=list(POSE_ACTIONS), keypoints=pose_layout(POSE_PARTS),
                     pairs=[('left_ear', 'right_ear')])

@@ -71,9 +71,11 @@ class TSEncoder(nn.Module):
 
     def _check(self, x):
         if x.ndim != 3 or x.shape[1] != self.n_in:
-            raise ValueError(f"The encoder expects series (batch, {self.n_in} features, frames), got shape {tuple(x.shape)}: "
-                             + (f"create it with `create_ts_encoder(arch, n_in={x.shape[1]})`" if x.ndim == 3 else
-                                "add the missing axis (a univariate series is (batch, 1, frames))"))
+            fix = (f"create it with `create_ts_encoder(arch, n_in={x.shape[1]})`" if x.ndim == 3 else
+                   "batches of chunks (batch, chunks, features, frames) need a model that encodes each chunk alone, "
+                   "e.g. `create_order_model(encoder)`" if x.ndim == 4 else
+                   "add the missing axis (a univariate series is (batch, 1, frames))")
+            raise ValueError(f"The encoder expects series (batch, {self.n_in} features, frames), got shape {tuple(x.shape)}: {fix}")
     def first(self, x): "The stem's output: first-layer features (B, width, T)"; self._check(x); return self.stem(x)
     def frames(self, x): "Per-frame features (B, nf, T)"; return self.body(self.first(x))
     def pool_frames(self, h:Tensor) -> Tensor:
