@@ -95,7 +95,7 @@ def execute_nb(path:str, skip_flags=('slow',), cell_timeout=600) -> dict:
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
     path = Path(path)
-    os.environ['IN_TEST'] = '1'   # as under nbdev-test
+    prev, os.environ['IN_TEST'] = os.environ.get('IN_TEST'), '1'   # as under nbdev-test
     t0, err = time.time(), None
     nb = read_nb(path)
     shell = CaptureShell(path)
@@ -105,7 +105,10 @@ def execute_nb(path:str, skip_flags=('slow',), cell_timeout=600) -> dict:
             shell.run_all(nb, exc_stop=True, preproc=preproc, cell_timeout=cell_timeout or None)
     except BaseException as e:   # the notebook's own exception, or a timeout: reported, the build goes on
         err = shell.prettytb(fname=path.name) or ''.join(traceback.format_exception(e))
-    finally: shell.close()
+    finally:
+        shell.close()
+        if prev is None: os.environ.pop('IN_TEST', None)
+        else: os.environ['IN_TEST'] = prev
     return dict(outputs=_outputs_json(nb.cells), error=err, seconds=time.time() - t0)
 
 def _executor():
@@ -185,8 +188,10 @@ def make_markdown():
     for name, f in dict(heading_open=heading_open, code_inline=code_inline, fence=fence, link_open=link_open).items():
         md.add_render_rule(name, f)
     default_image = md.renderer.rules['image']
-    md.add_render_rule('image', lambda self, toks, i, opts, env: (
-        toks[i].attrSet('src', env['site'].local_link(toks[i].attrGet('src') or '', env['page'])), default_image(toks, i, opts, env))[1])
+    def image(self, toks, i, opts, env):
+        toks[i].attrSet('src', env['site'].local_link(toks[i].attrGet('src') or '', env['page']))
+        return default_image(toks, i, opts, env)
+    md.add_render_rule('image', image)
     return md
 
 # ------------------------------------------------------------------ pages
@@ -203,10 +208,10 @@ class Page:
     "One page of the site: its name, title and the ids already used on it"
     def __init__(self, name:str, title:str, nb:Path|None=None, group:str='', description:str=''):
         self.name, self.title, self.nb, self.group, self.description = name, title, nb, group, description
-        self.ids, self.toc, self.extra = set(), [], {}   # extra: cell index -> html to insert after that cell
-        self.anchors = {}                               # cell index -> [(id, shown name)] of the names it defines
-        self.module = None
-        self.cells = []
+        self.ids, self.toc = set(), []       # the ids used on the page; its h2/h3 headings for the sidebar
+        self.anchors = {}                    # cell index -> [(id, name)] of the names the (exported) cell defines
+        self.after, self.end = {}, []        # html to put after a cell, and at the end of the page
+        self.module, self.cells, self.title_cell, self.n_img, self.description_html = None, [], None, 0, ''
 
     def unique_id(self, base:str) -> str:
         i, cand = 1, base
@@ -214,21 +219,22 @@ class Page:
         self.ids.add(cand)
         return cand
 
-def _defined_names(code:str) -> list[tuple[str, bool]]:
-    "Names an exported cell defines, as nbdev's `_modidx` spells them (`Class`, `Class.method`, patched `Cls.f`), and whether they are top level"
+def _defined_names(code:str) -> list[str]:
+    "Names an exported cell defines, as nbdev's `_modidx` spells them (`Class`, `Class.method`, patched `Cls.f`), and its assigned names"
     from nbdev.doclinks import patch_name
     try: tree = ast.parse(code)
     except SyntaxError: return []
     res = []
     for o in tree.body:
         if isinstance(o, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            res += [(n, '.' not in n) for n in (patch_name(o) if isinstance(patch_name(o), list) else [patch_name(o)])]
+            nm = patch_name(o)
+            res += nm if isinstance(nm, list) else [nm]
             if isinstance(o, ast.ClassDef):
-                res += [(f'{o.name}.{t.name}', False) for t in o.body if isinstance(t, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+                res += [f'{o.name}.{t.name}' for t in o.body if isinstance(t, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
         elif isinstance(o, (ast.Assign, ast.AnnAssign)):
             for t in (o.targets if isinstance(o, ast.Assign) else [o.target]):
                 for n in ([t] if isinstance(t, ast.Name) else getattr(t, 'elts', [])):
-                    if isinstance(n, ast.Name): res.append((n.id, True))
+                    if isinstance(n, ast.Name): res.append(n.id)
     return res
 
 def _lib_module(d:str, lib:str) -> str: return f'{lib}.{d}' if d else None
@@ -296,8 +302,8 @@ def render_outputs(outputs, page:Page, site:Site, md) -> str:
             if 'text/html' in data: parts.append(f'<div class="out html">{_join(data["text/html"])}</div>')
             elif any(k in data for k in ('image/png', 'image/jpeg')):
                 k = 'image/png' if 'image/png' in data else 'image/jpeg'
-                n = page.extra.setdefault('n_img', 0) + 1; page.extra['n_img'] = n
-                fn = f'outputs/{posixpath.splitext(page.name)[0].replace("/", "_")}-{n}.{k.split("/")[1]}'
+                page.n_img += 1
+                fn = f'outputs/{posixpath.splitext(page.name)[0].replace("/", "_")}-{page.n_img}.{k.split("/")[1]}'
                 (site.out/fn).parent.mkdir(parents=True, exist_ok=True)
                 (site.out/fn).write_bytes(base64.b64decode(_join(data[k])))
                 m = meta.get(k, {}) if isinstance(meta.get(k), dict) else {}
@@ -326,7 +332,7 @@ def render_page_body(page:Page, site:Site, md, outputs:list|None, skip_flags, ra
     for i, c in enumerate(cells):
         src = _join(c.get('source'))
         if c['cell_type'] == 'markdown':
-            if i == page.extra.get('title_cell'): src = split_title(src)[2]
+            if i == page.title_cell: src = split_title(src)[2]
             if src.strip(): parts.append(f'<div class="cell md">{md.render(src, env)}</div>')
         elif c['cell_type'] == 'code':
             dirs, code = split_directives(src)
@@ -343,14 +349,15 @@ def render_page_body(page:Page, site:Site, md, outputs:list|None, skip_flags, ra
                 elif defs: body += defs
                 if show_code: body += f'<div class="code">{_highlight(code)}</div>'
                 if ran and skip_exec(dirs, skip_flags) and 'eval' not in dirs:
-                    flags = ' '.join(f'#| {f}' for f in set(dirs) & set(skip_flags))
-                    body += f'<div class="note">Not run for the docs (<code>{esc(flags)}</code>: <code>nbdev-test --flags {esc(flags[3:])}</code> runs it).</div>'
+                    flags = sorted(set(dirs) & set(skip_flags))
+                    body += (f'<div class="note">Not run for the docs (<code>{esc(" ".join("#| " + f for f in flags))}</code>: '
+                             f'<code>nbdev-test --flags {esc(" ".join(flags))}</code> runs it).</div>')
                 if show_out and outs: body += f'<div class="outputs">{render_outputs(outs, page, site, md)}</div>'
                 if body: parts.append(f'<div class="cell code-cell">{body}</div>')
             elif page.anchors.get(i):   # a hidden cell's names still get their anchors
                 parts.append(''.join(f'<span id="{esc(a)}"></span>' for a, _ in page.anchors[i]))
-        if i in page.extra: parts.append(page.extra[i])
-    parts += page.extra.get('end', [])
+        if i in page.after: parts.append(page.after[i])
+    parts += page.end
     return '\n'.join(parts)
 
 def nav_html(site:Site, current:Page) -> str:
@@ -376,7 +383,7 @@ def md_inline_text(s:str) -> str:
 
 def page_html(site:Site, page:Page, body:str) -> str:
     assets = rel(page.name, 'assets')
-    desc = f'<p class="description">{page.description_html}</p>' if getattr(page, 'description_html', '') else ''
+    desc = f'<p class="description">{page.description_html}</p>' if page.description_html else ''
     return f'''<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(page.title)} - {esc(site.title)}</title>
@@ -655,7 +662,7 @@ def build(out:Path, nbs:Path|None=None, execute=True, n_workers=2, api=True, fig
                 dirs, _ = split_directives(src)
                 if 'default_exp' in dirs and default_exp is None: default_exp = dirs['default_exp']
         page = Page(page_name(f, nbs), title, f, description=desc)
-        page.cells, page.extra['title_cell'] = cells, title_cell
+        page.cells, page.title_cell = cells, title_cell
         page.module = _lib_module(default_exp, lib_name)
         page.group = 'Getting started' if page.name == 'index.html' else _group(page.module, lib_name)
         for i, c in enumerate(cells):
@@ -663,7 +670,7 @@ def build(out:Path, nbs:Path|None=None, execute=True, n_workers=2, api=True, fig
             dirs, code = split_directives(_join(c.get('source')))
             if dirs.keys() & {'export', 'exporti', 'exports'}:
                 anchors = []
-                for n, _top in _defined_names(code):
+                for n in _defined_names(code):
                     if n.lower() not in page.ids: page.ids.add(n.lower()); anchors.append((n.lower(), n))
                 page.anchors[i] = anchors
         site.pages.append(page)
@@ -683,8 +690,8 @@ def build(out:Path, nbs:Path|None=None, execute=True, n_workers=2, api=True, fig
         if page is None: site.warn(f'algorithm `{algo}`: its callback\'s page {info["page"]} is not among the notebooks'); continue
         cell = next((i for i, anc in page.anchors.items() if any(a == info['anchor'] for a, _ in anc)), None)
         html_ = algo_section(algo, info, page, site, md)
-        if cell is None: page.extra.setdefault('end', []).append(html_)
-        else: page.extra[cell] = page.extra.get(cell, '') + html_
+        if cell is None: page.end.append(html_)
+        else: page.after[cell] = page.after.get(cell, '') + html_
     if figures: log(f'figures of {len(algos)} algorithms in {time.time() - t0:.1f}s')
 
     t0 = time.time()
