@@ -75,6 +75,7 @@ class MultiTask(SSLCallback):
 
     def before_batch(self):
         if len(self.learn.yb) == 0:
+            if not self.training: self.batches = {}; return   # predictions only (`get_preds`, `summary`): no loss to compute
             raise ValueError("`MultiTask` needs labels next to the clips (-1 for unlabelled ones, as `ts_dls` gives without labels)")
         x = self.learn.xb[0]
         self.batches = {n: t.ssl_batch(x, self.training) for n, t in self.tasks.items()}
