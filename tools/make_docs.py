@@ -44,6 +44,7 @@ from urllib.parse import unquote
 root = Path(__file__).resolve().parents[1]
 assets_dir = Path(__file__).resolve().parent/'docs_assets'
 MARKER = '.built-by-make_docs'     # a folder holding this file is ours to replace
+TIMINGS = '.timings.json'          # seconds each notebook took to run in the last build
 MATHJAX = 'https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js'
 esc = html.escape
 
@@ -636,9 +637,11 @@ def build(out:Path, nbs:Path|None=None, execute=True, n_workers=2, api=True, fig
     out = Path(out).resolve()
     lib_name = cfg.get('lib_name', 'self_supervised')
     skip_flags = tuple(cfg.get('tst_flags', 'slow').split()) if isinstance(cfg.get('tst_flags', 'slow'), str) else tuple(cfg.tst_flags)
+    files = notebooks(nbs)
+    # the slowest notebooks of the last build (in `out` or the doc folder) start first: the workers end together
+    last = next((json.loads(t.read_text()) for t in (out/TIMINGS, Path(cfg.doc_path)/TIMINGS) if t.is_file()), {})
     _prepare_out(out)
     site = Site(nbs, out, lib_name, cfg.get('title', lib_name))
-    files = notebooks(nbs)
     if not files: site.warn(f'no notebooks in {nbs}')
 
     # execution first, in other processes, while this one reads the notebooks, the library and makes the figures
@@ -648,7 +651,8 @@ def build(out:Path, nbs:Path|None=None, execute=True, n_workers=2, api=True, fig
             threads = max(1, (os.cpu_count() or 1) // n_workers)
             pool = ProcessPoolExecutor(n_workers, mp_context=get_context('spawn'), initializer=_worker_init, initargs=(threads,))
             run = _executor()
-            futures = {f: pool.submit(run, str(f), skip_flags, cfg.get('cell_timeout', 600)) for f in files}
+            futures = {f: pool.submit(run, str(f), skip_flags, cfg.get('cell_timeout', 600))
+                       for f in sorted(files, key=lambda f: -last.get(f.name, 0))}
 
     # pages, their anchors (the names each exported cell defines, spelled as in _modidx) and the symbols
     for f in files:
@@ -709,6 +713,7 @@ def build(out:Path, nbs:Path|None=None, execute=True, n_workers=2, api=True, fig
                 try: results[f] = fut.result()
                 except Exception as e: results[f] = dict(outputs=None, error=f'{type(e).__name__}: {e}', seconds=0)
             pool.shutdown()
+        (out/TIMINGS).write_text(json.dumps({f.name: round(r['seconds'], 1) for f, r in results.items()}, indent=1))
         for f, r in results.items():
             if r['error']: site.warn(f'{f.relative_to(nbs)} failed to execute:\n{r["error"].strip()}')
         slow = sorted(results.items(), key=lambda kv: -kv[1]['seconds'])
