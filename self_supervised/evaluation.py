@@ -1,4 +1,4 @@
-"""Feature extraction, weighted kNN accuracy and a linear probe for frozen SSL encoders
+"""Feature extraction, weighted kNN accuracy, linear probes and fine-tuning of SSL encoders
 
 Docs: https://self-supervised.github.io/self_supervised/evaluation.html.md"""
 
@@ -6,15 +6,26 @@ Docs: https://self-supervised.github.io/self_supervised/evaluation.html.md"""
 
 # %% ../nbs/05_evaluation.ipynb #273c2d35
 from __future__ import annotations
+import contextlib, math
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from fasttransform import Pipeline
+from fastai.learner import Learner
+from fastai.callback.core import Callback
+from fastai.callback.schedule import fit_one_cycle
+import fastai.callback.progress   # Learner.no_bar
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.optimizer import Adam
 from .augmentations import NormalizeBatch
+from .layers import ssl_splitter
 
 # %% auto #0
-__all__ = ['ResizeBatch', 'eval_pipeline', 'extract_features', 'knn_predict', 'knn_accuracy', 'linear_probe', 'evaluate_encoder']
+__all__ = ['ResizeBatch', 'eval_pipeline', 'extract_features', 'knn_predict', 'knn_accuracy', 'linear_probe', 'evaluate_encoder',
+           'SSLClassifier', 'classifier_head', 'check_labels', 'InputTfm', 'classifier_learner',
+           'linear_probe_from_ssl', 'check_trainable', 'fine_tune_from_ssl']
 
 # %% ../nbs/05_evaluation.ipynb #499ac36d
 class ResizeBatch:
@@ -103,3 +114,145 @@ def evaluate_encoder(encoder:nn.Module, train_x, train_y, test_x, test_y, size=N
         n = ifnone(n_probe, len(trf))
         res['linear'] = linear_probe(trf[:n], train_y[:n], tef, test_y)
     return res
+
+# %% ../nbs/05_evaluation.ipynb #35076577
+class SSLClassifier(nn.Module):
+    "`encoder` and a classification `head` on its features; `frozen`: the encoder gets no gradient and stays in eval mode"
+    def __init__(self, encoder:nn.Module, head:nn.Module, frozen:bool=False):
+        super().__init__()
+        self.encoder, self.head, self.frozen = encoder, head, frozen
+    def train(self, mode:bool=True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()   # a probe must not move the batch-norm statistics either
+            # fastai's optimiser steps (and weight-decays) every parameter whose `.grad` is not None, even a zero one
+            # left by earlier training: only None keeps the encoder out of the step
+            self.encoder.zero_grad(set_to_none=True)
+        return self
+    def forward(self, x):
+        if not self.frozen: return self.head(self.encoder(x))
+        with torch.no_grad(): f = self.encoder(x)
+        return self.head(f)
+
+def classifier_head(n_features:int, n_classes:int, bn:bool=True, dropout:float=0.) -> nn.Sequential:
+    "A linear classifier of `n_features` into `n_classes`, after a batch norm without affine weights (`bn`) and dropout"
+    if n_classes < 2: raise ValueError(f"`n_classes={n_classes}`: a classifier needs at least 2 classes")
+    layers = ([nn.BatchNorm1d(n_features, affine=False)] if bn else []) + ([nn.Dropout(dropout)] if dropout else [])
+    return nn.Sequential(*layers, nn.Linear(n_features, n_classes))
+
+# %% ../nbs/05_evaluation.ipynb #d7371f5b
+def _dl_labels(dl, name:str) -> Tensor:
+    y = getattr(dl, 'y', None)
+    if y is None:
+        b = dl.one_batch()
+        n_inp = getattr(dl, 'n_inp', 1)
+        y = b[n_inp] if len(b) > n_inp else None
+    if y is None or (isinstance(y, Tensor) and len(y) and bool((y == -1).all())):
+        raise ValueError(f"The {name} DataLoader has no labels: a probe or fine-tuning needs one class index per sample. "
+                         f"Build the DataLoaders with labels, e.g. `ssl_dls(train_x, valid_x, train_y, valid_y)`")
+    y = torch.as_tensor(y)
+    if y.is_floating_point() or y.ndim != 1:
+        raise ValueError(f"The {name} labels must be class indices (a 1-D integer tensor), got {y.dtype} of shape {tuple(y.shape)}")
+    if bool((y < 0).any()):
+        raise ValueError(f"{int((y < 0).sum())} of the {len(y)} {name} labels are negative: every sample needs a class index "
+                         f"in 0..n_classes-1 (-1 is `TensorDL`'s 'no label'); drop the unlabelled samples")
+    return y
+
+def check_labels(dls, n_classes:int|None=None) -> int:
+    "The number of classes of the labelled `dls`: `n_classes` checked against the labels, or inferred from them"
+    ys = [_dl_labels(dls.train, 'training'), _dl_labels(dls.valid, 'validation')]
+    n = max(int(y.max()) for y in ys if len(y)) + 1
+    if n_classes is None:
+        if n < 2: raise ValueError("The labels hold a single class (0): a classifier needs at least 2; pass `n_classes`")
+        return n
+    if n_classes < max(n, 2):
+        raise ValueError(f"`n_classes={n_classes}` does not match the labels, which go up to {n-1}: "
+                         f"pass n_classes >= {max(n, 2)}, or n_classes=None to infer it")
+    return n_classes
+
+# %% ../nbs/05_evaluation.ipynb #0b47c266
+class InputTfm(Callback):
+    "Apply `tfm` (e.g. `eval_pipeline(size, stats)`) to the input of every batch, and keep the labels as the only target"
+    order = 10   # after fastai's CastToTensor
+    def __init__(self, tfm): self.tfm = tfm
+    def before_batch(self):
+        self.learn.xb = (self.tfm(self.xb[0]),) + tuple(self.xb[1:])
+        self.learn.yb = tuple(self.yb[:1])   # a loader `with_idx` adds item indices the loss does not take
+
+@torch.no_grad()
+def _features(encoder:nn.Module, x:Tensor, tfm) -> Tensor:
+    p = next(encoder.parameters(), None)
+    if p is not None: x = x.to(p.device)
+    was_training = encoder.training; encoder.eval()
+    try: f = encoder(tfm(x))
+    finally: encoder.train(was_training)
+    if not isinstance(f, Tensor) or f.ndim != 2:
+        raise ValueError(f"The encoder must output one feature vector per sample, (batch, features), got "
+                         f"{tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__}: end it with a global pooling and a flatten")
+    return f.float().cpu()
+
+def classifier_learner(encoder:nn.Module, dls, n_classes:int|None=None, frozen:bool=False, size=None, stats=None,
+                       bn:bool=True, dropout:float=0., metrics=accuracy, **kwargs) -> Learner:
+    "A fastai classification `Learner` on the labelled `dls`: `encoder` and a linear head, in two parameter groups (encoder, head)"
+    n_classes = check_labels(dls, n_classes)
+    encoder.zero_grad(set_to_none=True)   # stale gradients would be stepped by fastai's optimiser, frozen or not
+    tfm = eval_pipeline(size, stats)
+    f = _features(encoder, dls.train.one_batch()[0], tfm)
+    head = classifier_head(f.shape[1], n_classes, bn, dropout)
+    if bn and len(f) > 1: head[0].running_mean.copy_(f.mean(0)); head[0].running_var.copy_(f.var(0))
+    cbs = [InputTfm(tfm)] + list(L(kwargs.pop('cbs', None)))
+    return Learner(dls, SSLClassifier(encoder, head, frozen), loss_func=kwargs.pop('loss_func', CrossEntropyLossFlat()),
+                   opt_func=kwargs.pop('opt_func', Adam), metrics=metrics, splitter=ssl_splitter, cbs=cbs, **kwargs)
+
+# %% ../nbs/05_evaluation.ipynb #911e1295
+def _quiet(learn, progress:bool):
+    es = contextlib.ExitStack()
+    if not progress: es.enter_context(learn.no_bar()); es.enter_context(learn.no_logging())
+    return es
+
+@torch.no_grad()
+def _accuracy(learn) -> float:
+    "Validation accuracy, computed directly: `get_preds` would run the callbacks' `before_fit` and reset their records"
+    model, tfm = learn.model, learn.input_tfm.tfm
+    was_training = model.training; model.eval()
+    try:
+        hits, n = 0, 0
+        for b in learn.dls.valid:
+            p = model(tfm(b[0]))
+            hits += (p.argmax(1) == b[1]).sum().item(); n += len(b[1])
+    finally: model.train(was_training)
+    return hits / n
+
+def linear_probe_from_ssl(encoder:nn.Module, dls, n_classes:int|None=None, epochs:int=10, lr:float=1e-2, size=None, stats=None,
+                          bn:bool=True, progress:bool=False, **kwargs) -> tuple:
+    "Train a linear classifier on the frozen `encoder`'s features of the labelled `dls`: (validation accuracy, `Learner`)"
+    learn = classifier_learner(encoder, dls, n_classes, frozen=True, size=size, stats=stats, bn=bn, **kwargs)
+    with _quiet(learn, progress): learn.fit_one_cycle(epochs, lr)
+    return _accuracy(learn), learn
+
+# %% ../nbs/05_evaluation.ipynb #e0607095
+def check_trainable(encoder:nn.Module):
+    "Raise a clear error if `encoder` has no parameter that fine-tuning could train"
+    ps = list(encoder.parameters())
+    if not ps:
+        raise ValueError(f"`encoder` ({type(encoder).__name__}) has no parameters: there is nothing to fine-tune. "
+                         f"Use `linear_probe_from_ssl` to train a classifier on its fixed features")
+    if not any(p.requires_grad for p in ps):
+        raise ValueError(f"`encoder` has no trainable parameters (all {len(ps)} have requires_grad=False): call "
+                         f"`encoder.requires_grad_(True)` to fine-tune it, or use `linear_probe_from_ssl` to keep it frozen")
+
+def fine_tune_from_ssl(encoder:nn.Module, dls, n_classes:int|None=None, epochs:int=5, base_lr:float=1e-2, freeze_epochs:int=1,
+                       lr_mult:float=10., pct_start:float=0.3, div:float=5., size=None, stats=None, bn:bool=True,
+                       progress:bool=False, **kwargs) -> tuple:
+    "Fine-tune `encoder` and a linear head on the labelled `dls`, the encoder at a `lr_mult` times lower lr: (validation accuracy, `Learner`)"
+    check_trainable(encoder)
+    if epochs < 1: raise ValueError(f"`epochs={epochs}`: fine-tuning needs at least one epoch with the encoder unfrozen")
+    learn = classifier_learner(encoder, dls, n_classes, frozen=False, size=size, stats=stats, bn=bn, **kwargs)
+    with _quiet(learn, progress):
+        if freeze_epochs:
+            learn.freeze()
+            learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
+            base_lr /= 2
+        learn.unfreeze()
+        learn.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div)
+    return _accuracy(learn), learn
