@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # torch/torchvision are pinned for the dev install (these wheels are cached on the project's machines)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install data demo test test-nbs test-slow pytest check-clean check-export readme bench clean
+.PHONY: install data demo test test-nbs test-slow pytest check-clean check-export readme docs docs-check bench clean
 
 $(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +62,15 @@ test: check-clean check-export test-nbs pytest
 # README.md is generated from nbs/index.ipynb (tools/make_readme.py: nbdev-readme needs Quarto, not installable here)
 readme: install
 	$(PY) tools/make_readme.py
+
+# The documentation site in _docs/, every notebook executed for its outputs (tools/make_docs.py: nbdev-docs needs Quarto);
+# docs-check builds it in a temporary folder and fails on broken links or notebooks that fail. `make test` runs the
+# same build without executing the notebooks (tests/test_docs.py): nbdev-test already runs them.
+docs: install data
+	$(PY) tools/make_docs.py
+
+docs-check: install data
+	$(PY) tools/make_docs.py --check
 
 # Every benchmark script; each prints its figures. The comparison trains every algorithm of the registry at one small
 # budget (about an hour on 2 cores; larger with --epochs/--n-train) and writes its table into nbs/index.ipynb and README.md
