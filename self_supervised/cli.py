@@ -7,6 +7,7 @@ Docs: https://self-supervised.github.io/self_supervised/cli.html.md"""
 # %% ../nbs/80_cli.ipynb #b06c9ace
 from __future__ import annotations
 import copy, json, time
+from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
@@ -37,6 +38,9 @@ from .vision.amdim import create_amdim_model, AMDIM
 from .vision.cpc import create_cpc_model, CPCV2
 from .vision.rotnet import create_rotnet_model, RotNet
 from .vision.jigsaw import create_jigsaw_model, Jigsaw
+from .vision.denoising import create_denoising_model, Denoising
+from .vision.context_encoder import create_context_encoder_model, ContextEncoder
+from .vision.bigan import create_bigan_model, BiGAN
 
 # %% auto #0
 __all__ = ['UNLABELLED', 'ALGOS', 'ssl_args', 'ssl_learner', 'view_grid', 'ssl_pretrain']
@@ -113,6 +117,18 @@ ALGOS = {
     'jigsaw': dict(temp=None, augs=lambda a: _views(a, 1),
                    model=lambda enc, a: create_jigsaw_model(enc, hidden_size=256, bn=a.bn),
                    cb=lambda augs, a: Jigsaw(augs)),
+    # reconstruction: the decoder is sized to the encoder and the views
+    'denoising': dict(temp=None, augs=lambda a: _views(a, 1),
+                   model=lambda enc, a: create_denoising_model(enc, a.size, a.n_in),
+                   cb=lambda augs, a: Denoising(augs, p=0.25)),
+    'context_encoder': dict(temp=None, augs=lambda a: _views(a, 1),
+                   model=lambda enc, a: create_context_encoder_model(enc, a.size, a.n_in),
+                   cb=lambda augs, a: ContextEncoder(augs)),
+    # adversarial: DCGAN's Adam (mom=0.5) at a flat, small learning rate keeps generator and critic balanced
+    # (one-cycle would also schedule the momentum)
+    'bigan':  dict(temp=None, augs=lambda a: _views(a, 1), lr=5e-4, one_cycle=False, opt_func=partial(Adam, mom=0.5),
+                   model=lambda enc, a: create_bigan_model(enc, a.size, a.n_in, z_dim=16),
+                   cb=lambda augs, a: BiGAN(augs)),
 }
 
 # %% ../nbs/80_cli.ipynb #5951eb26
@@ -133,7 +149,7 @@ def ssl_learner(dls, algo:str, arch='small_resnet', recipe:dict|None=None, **kwa
     a = ssl_args(dls, algo, recipe)
     encoder = create_encoder(arch, n_in=a.n_in)
     spec = ALGOS[algo]
-    return Learner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=Adam,
+    return Learner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=spec.get('opt_func', Adam),
                    splitter=ssl_splitter, **kwargs)
 
 # %% ../nbs/80_cli.ipynb #985d32b0
@@ -164,7 +180,7 @@ def ssl_pretrain(
     size:int=28,                # Size of the augmented views
     epochs:int=3,               # Training epochs
     bs:int=256,                 # Batch size
-    lr:float=1e-2,              # Maximum learning rate of the one-cycle schedule (Adam)
+    lr:float=None,              # Maximum learning rate of the one-cycle schedule (default: the algorithm's, else 1e-2)
     temp:float=None,            # Temperature of the loss (default: the algorithm's, see `ALGOS`)
     min_scale:float=0.4,        # Smallest crop, as a fraction of the image area
     blur:bool_arg=False,        # Gaussian blur in the augmentations (little detail to remove at 28 px)
@@ -184,7 +200,7 @@ def ssl_pretrain(
     if algo not in ALGOS: raise SystemExit(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
     if threads: torch.set_num_threads(threads)
     spec = ALGOS[algo]
-    temp = ifnone(temp, spec['temp'])
+    temp, lr = ifnone(temp, spec['temp']), ifnone(lr, spec.get('lr', 1e-2))
     args = AttrDict(algo=algo, arch=arch, width=width, size=size, epochs=epochs, bs=bs, lr=lr, temp=temp, min_scale=min_scale, blur=blur, pool=pool, bn=bn,
                     labelled=labelled if spec.get('labels') else None)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -207,7 +223,8 @@ def ssl_pretrain(
     learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
     cb = learn.cbs[-1]
     t0 = time.time()
-    learn.fit_one_cycle(epochs, lr)
+    if spec.get('one_cycle', True): learn.fit_one_cycle(epochs, lr)
+    else: learn.fit(epochs, lr)
     train_s = time.time() - t0
     ev = dict(train_x=ds.train_x[tr], train_y=ds.train_y[tr], test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test],
               size=size, stats=fmnist_stats, n_probe=n_probe, probe=probe)
