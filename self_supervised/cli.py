@@ -20,7 +20,7 @@ from fastai.vision.core import imagenet_stats
 from .data import fashion_mnist, ssl_dls, fmnist_stats
 from .layers import create_encoder, export_encoder, ssl_splitter, PoolingType
 from .evaluation import evaluate_encoder
-from .callback import decoded_views
+from .visual import draw_view_grid
 from .augmentations import get_multi_aug_pipelines
 from .vision.simclr import create_simclr_model, SimCLR
 from .vision.dcl import create_dcl_model, DCL
@@ -43,7 +43,7 @@ from .vision.context_encoder import create_context_encoder_model, ContextEncoder
 from .vision.bigan import create_bigan_model, BiGAN
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'ALGOS', 'ssl_args', 'ssl_learner', 'view_grid', 'ssl_pretrain']
+__all__ = ['UNLABELLED', 'ALGOS', 'ssl_args', 'ssl_learner', 'ssl_pretrain']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
 UNLABELLED = 10   # the class id SupCon treats as 'no label' (Fashion-MNIST has classes 0-9)
@@ -153,22 +153,12 @@ def ssl_learner(dls, algo:str, arch='small_resnet', recipe:dict|None=None, **kwa
                    splitter=ssl_splitter, **kwargs)
 
 # %% ../nbs/80_cli.ipynb #985d32b0
-def view_grid(x, aug_pipelines, pad=2):
-    "One image: a row per image of `x`, the input then each decoded view, with `pad` white pixels between"
-    cols = [x] + decoded_views(x, aug_pipelines)
-    size = max(c.shape[-1] for c in cols)
-    cols = [nn.functional.interpolate(c.float(), size=(size, size)) if c.shape[-1] != size else c.float() for c in cols]
-    cell = lambda img: nn.functional.pad(img, (pad,) * 4, value=1.)
-    return torch.cat([torch.cat([cell(c[i]) for c in cols], dim=2) for i in range(len(x))], dim=1).cpu()
-
 def _plot(learn, cb, path, title):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw=dict(width_ratios=[1.4, 1]))
     ax.plot([float(l) for l in learn.recorder.losses]); ax.set_xlabel('step'); ax.set_ylabel('training loss'); ax.set_title(title)
-    g = view_grid(learn.dls.valid.one_batch()[0][:6], cb.aug_pipelines)
-    ax2.imshow(g[0] if g.shape[0] == 1 else g.permute(1, 2, 0), cmap='gray', vmin=0, vmax=1); ax2.set_axis_off()
-    ax2.set_title('input | ' + ' | '.join(f'view {i+1}' for i in range(len(cb.aug_pipelines))))
+    draw_view_grid(ax2, learn.dls.valid.one_batch()[0][:6], cb.aug_pipelines)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 # %% ../nbs/80_cli.ipynb #a77e357a

@@ -14,9 +14,11 @@ from fastcore.all import *
 from fastai.learner import Learner, Recorder
 import matplotlib.pyplot as plt
 from .evaluation import extract_features, eval_pipeline
+from .callback import decoded_views
 
 # %% auto #0
-__all__ = ['save_png', 'embed_2d', 'plot_embedding', 'plot_encoder_embedding', 'plot_views', 'plot_recorder']
+__all__ = ['save_png', 'embed_2d', 'plot_embedding', 'plot_encoder_embedding', 'view_grid', 'draw_view_grid', 'plot_views',
+           'plot_recorder']
 
 # %% ../nbs/09_visual.ipynb #a812ee67
 def save_png(fig, path, dpi:int=100) -> Path:
@@ -88,6 +90,21 @@ def plot_encoder_embedding(encoder:nn.Module, x, y=None, classes=None, size=None
     feats = extract_features(encoder, x[:n_max], eval_pipeline(size, stats), bs)
     return plot_embedding(feats, None if y is None else y[:n_max], classes, method, **kwargs)
 
+# %% ../nbs/09_visual.ipynb #3df9cf12
+def view_grid(x:Tensor, aug_pipelines, pad:int=2) -> Tensor:
+    "One image: a row per image of `x`, the input then each decoded view, with `pad` white pixels between"
+    cols = [x] + decoded_views(x, aug_pipelines)
+    size = max(c.shape[-1] for c in cols)
+    cols = [nn.functional.interpolate(c.float(), size=(size, size)) if c.shape[-1] != size else c.float() for c in cols]
+    cell = lambda img: nn.functional.pad(img, (pad,) * 4, value=1.)
+    return torch.cat([torch.cat([cell(c[i]) for c in cols], dim=2) for i in range(len(x))], dim=1).cpu()
+
+def draw_view_grid(ax, x:Tensor, aug_pipelines):
+    "Draw `view_grid(x, aug_pipelines)` on the matplotlib axis `ax`, titled by column"
+    g = view_grid(x, aug_pipelines)
+    ax.imshow(g[0] if g.shape[0] == 1 else g[:3].permute(1, 2, 0), cmap='gray', vmin=0, vmax=1); ax.set_axis_off()
+    ax.set_title('input | ' + ' | '.join(f'view {i+1}' for i in range(len(aug_pipelines))), fontsize=8)
+
 # %% ../nbs/09_visual.ipynb #bc21de4d
 def plot_views(cb, n:int=4, x=None, path=None, compact:bool=False, **kwargs):
     "The augmentation grid of the SSL callback `cb`: `n` inputs of `x` (default: a training batch of its Learner) next to each of their views"
@@ -101,11 +118,8 @@ def plot_views(cb, n:int=4, x=None, path=None, compact:bool=False, **kwargs):
     n = min(n, len(x))
     if compact:
         if x.ndim != 4: raise ValueError(f"`compact=True` draws images (B, C, H, W), got shape {tuple(x.shape)}: use compact=False")
-        from self_supervised.cli import view_grid   # imported here: the CLI module imports every algorithm
-        g = view_grid(x[:n], cb.aug_pipelines)
         fig, ax = plt.subplots(figsize=kwargs.get('figsize', (1.3 * (1 + len(cb.aug_pipelines)), 1.3 * n)))
-        ax.imshow(g[0] if g.shape[0] == 1 else g[:3].permute(1, 2, 0), cmap='gray', vmin=0, vmax=1)
-        ax.set_axis_off(); ax.set_title('input | ' + ' | '.join(f'view {i+1}' for i in range(len(cb.aug_pipelines))), fontsize=8)
+        draw_view_grid(ax, x[:n], cb.aug_pipelines)
     else: fig = cb.show(n, x=x, **kwargs)
     if path is not None: save_png(fig, path)
     return fig

@@ -20,7 +20,7 @@ What it builds:
   of its `__all__` with its signature, docstring and documented parameters, linked to the page that defines it
   (from `_modidx.py`).
 - a figure on every algorithm page: for each algorithm of `self_supervised.cli.ALGOS`, the views of its recipe on
-  four Fashion-MNIST test images (`self_supervised.cli.view_grid`), with its callback's defaults and the recipe's
+  four Fashion-MNIST test images (`self_supervised.visual.view_grid`), with its callback's defaults and the recipe's
   values, on the page of the notebook that defines the callback (found through `_modidx.py`).
 
 Then every `href`/`src` inside the site must exist (files and `#anchors`). Broken links, a notebook that fails to
@@ -518,7 +518,8 @@ def algo_figures(site:Site, md, n_images=4) -> dict:
         import torch, matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-        from self_supervised.cli import ALGOS, ssl_args, view_grid
+        from self_supervised.cli import ALGOS, ssl_args
+        from self_supervised.visual import view_grid
         from self_supervised.data import fashion_mnist, ssl_dls
         ds = fashion_mnist()
     except Exception as e:
