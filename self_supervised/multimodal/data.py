@@ -78,7 +78,7 @@ class CLIPTokenizer:
         rows = tokens[None] if tokens.ndim == 1 else tokens
         return [self._bpe.decode([int(i) for i in r if i not in (0, self.sot, self.eot)]).strip() for r in rows]
 
-# %% ../../nbs/72_clip_data.ipynb #1322e028
+# %% ../../nbs/72_clip_data.ipynb #d0c0e23b
 FMNIST_NAMES = ['t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot']
 TONES, TEXTURES = ('dark', 'grey', 'light'), ('plain', 'patterned')
 CAPTION_TEMPLATES = ('a photo of a {tone} {texture} {name}', 'a {texture} {name} in {tone}', '{texture} and {tone}: {a_name}')
@@ -108,17 +108,20 @@ def fmnist_attributes(x:Tensor) -> tuple:
     rough = ((dh * mh).sum((1, 2, 3)) + (dv * mv).sum((1, 2, 3))) / (mh.sum((1, 2, 3)) + mv.sum((1, 2, 3))).clamp(min=1)
     return torch.bucketize(mean, mean.new_tensor([0.5, 0.72])), (rough > 0.13).long()
 
-def fmnist_captions(x:Tensor, y:Tensor, template=0) -> list:
-    "A caption of each image of `x` with class `y`: template `template` (an int, or one per image) of `CAPTION_TEMPLATES`"
-    y = torch.as_tensor(y).long().cpu()
+def fmnist_captions(x:Tensor, y:Tensor|None, template=0) -> list:
+    "A caption of each image of `x` with class `y` (None: 'item', the class unknown): template `template` (an int, or one per image) of `CAPTION_TEMPLATES`"
+    names = FMNIST_NAMES + ['item']
+    unknown = y is None
+    y = torch.full((len(x),), len(FMNIST_NAMES)) if unknown else torch.as_tensor(y).long().cpu()
     if y.shape != x.shape[:1]: raise ValueError(f"`fmnist_captions`: {len(x)} images but labels of shape {tuple(y.shape)}: pass one label per image")
-    if len(y) and not ((y >= 0) & (y < len(FMNIST_NAMES))).all():
-        raise ValueError(f"`fmnist_captions`: labels must be Fashion-MNIST classes 0-9, got values in [{int(y.min())}, {int(y.max())}]")
+    if not unknown and len(y) and not ((y >= 0) & (y < len(FMNIST_NAMES))).all():
+        raise ValueError(f"`fmnist_captions`: labels must be Fashion-MNIST classes 0-9, got values in [{int(y.min())}, {int(y.max())}]: "
+                         f"captions need the class of every image")
     tpl = torch.as_tensor(template).long().expand(len(y)).cpu()
     if len(tpl) and not ((tpl >= 0) & (tpl < len(CAPTION_TEMPLATES))).all():
         raise ValueError(f"`template` must be in 0-{len(CAPTION_TEMPLATES) - 1}, got {template!r}")
     tone, tex = (a.cpu() for a in fmnist_attributes(x))
-    return [CAPTION_TEMPLATES[t].format(tone=TONES[a], texture=TEXTURES[b], name=FMNIST_NAMES[c], a_name=_a(FMNIST_NAMES[c]))
+    return [CAPTION_TEMPLATES[t].format(tone=TONES[a], texture=TEXTURES[b], name=names[c], a_name=_a(names[c]))
             for t, a, b, c in zip(tpl.tolist(), tone.tolist(), tex.tolist(), y.tolist())]
 
 # %% ../../nbs/72_clip_data.ipynb #e2e2c8e9
