@@ -16,6 +16,7 @@ $(STAMP):
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q -e '.[dev]' $(TORCH_PINS)
+	$(PIP) install -q --no-deps 'aeon>=1.0'   # only for the time-series data files its wheel ships
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)

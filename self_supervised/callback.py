@@ -181,7 +181,7 @@ def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallbac
 
 def _safe_globals():
     "The non-tensor types fastai's optimizer state holds, allowed by `weights_only` loading"
-    return torch.serialization.safe_globals([L, np.dtype, np.core.multiarray.scalar, *[getattr(np.dtypes, d) for d in np.dtypes.__all__]])
+    return torch.serialization.safe_globals([L, np.dtype, np._core.multiarray.scalar, *[getattr(np.dtypes, d) for d in np.dtypes.__all__]])
 
 @patch
 def save(self:Learner, file, with_opt=True, pickle_protocol=2):
