@@ -48,7 +48,7 @@ check-export: install
 	$(PY) tools/make_readme.py --check
 
 test-nbs: install data
-	$(VENV)/bin/nbdev-test --n-workers 2 --timing
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev-test --n-workers 2 --timing   # one torch thread per worker: two cores, two notebooks at a time
 
 # Notebook cells marked `#| slow` and pytest tests marked `slow` (none yet: pytest's "no tests" exit code 5 is fine)
 test-slow: install data
@@ -56,7 +56,7 @@ test-slow: install data
 	$(VENV)/bin/pytest -q -m slow tests || [ $$? -eq 5 ]
 
 pytest: install data
-	$(VENV)/bin/pytest -q -m "not slow" tests
+	$(VENV)/bin/pytest -q -n 2 -m "not slow" tests
 
 test: check-clean check-export test-nbs pytest
 
