@@ -52,8 +52,8 @@ test-nbs: install data
 
 # Notebook cells marked `#| slow` and pytest tests marked `slow` (none yet: pytest's "no tests" exit code 5 is fine)
 test-slow: install data
-	$(VENV)/bin/nbdev-test --n-workers 2 --flags slow
-	$(VENV)/bin/pytest -q -m slow tests || [ $$? -eq 5 ]
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev-test --n-workers 2 --flags slow
+	$(VENV)/bin/pytest -q -n 2 -m slow tests || [ $$? -eq 5 ]
 
 pytest: install data
 	$(VENV)/bin/pytest -q -n 2 -m "not slow" tests
