@@ -30,7 +30,7 @@ def run_case(case, bs, steps, threads):
     "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
     import torch
     from fastai.callback.core import Callback
-    from self_supervised.cli import ALGOS, ssl_learner
+    from self_supervised.cli import ALGOS, ssl_learner, algo_images
     from self_supervised.data import fashion_mnist, ssl_dls
     from self_supervised.layers import create_encoder
     torch.set_num_threads(threads); torch.manual_seed(0)
@@ -55,7 +55,8 @@ def run_case(case, bs, steps, threads):
         def after_batch(self):
             if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
     spec = ALGOS[case]
-    dls = ssl_dls(x, ds.test_x[:bs], ds.train_y[:len(x)], ds.test_y[:bs], bs=bs, device='cpu', with_idx=spec.get('with_idx', False))
+    dls = ssl_dls(algo_images(case, x), algo_images(case, ds.test_x[:bs]), ds.train_y[:len(x)], ds.test_y[:bs], bs=bs, device='cpu',
+                  with_idx=spec.get('with_idx', False))
     clock = Clock()
     learn = ssl_learner(dls, case, enc)
     learn.add_cbs([clock, Stop(clock)])

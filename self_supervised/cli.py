@@ -41,9 +41,13 @@ from .vision.jigsaw import create_jigsaw_model, Jigsaw
 from .vision.denoising import create_denoising_model, Denoising
 from .vision.context_encoder import create_context_encoder_model, ContextEncoder
 from .vision.bigan import create_bigan_model, BiGAN
+from .vision.exemplar import create_exemplar_model, get_exemplar_aug_pipelines, Exemplar
+from .vision.splitbrain import create_splitbrain_model, get_splitbrain_aug_pipelines, SplitBrain, copy_encoder, tint_images
+from .vision.cmc import create_cmc_model, get_cmc_aug_pipelines, CMC
+from .vision.pirl import create_pirl_model, PIRL
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'ALGOS', 'ssl_args', 'ssl_learner', 'ssl_pretrain']
+__all__ = ['UNLABELLED', 'ALGOS', 'algo_images', 'ssl_args', 'ssl_learner', 'ssl_pretrain']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
 UNLABELLED = 10   # the class id SupCon treats as 'no label' (Fashion-MNIST has classes 0-9)
@@ -129,7 +133,28 @@ ALGOS = {
     'bigan':  dict(temp=None, augs=lambda a: _views(a, 1), lr=5e-4, one_cycle=False, opt_func=partial(Adam, mom=0.5),
                    model=lambda enc, a: create_bigan_model(enc, a.size, a.n_in, z_dim=16),
                    cb=lambda augs, a: BiGAN(augs)),
+    # surrogate classes: one per training item (the item index), strong augmentation
+    'exemplar': dict(temp=None, with_idx=True,
+                   augs=lambda a: get_exemplar_aug_pipelines(a.size, stats=a.stats, resize_scale=(min(a.min_scale, 0.25), 1.), blur=a.blur, blur_s=(2, 6)),
+                   model=lambda enc, a: create_exemplar_model(enc, a.n_items, hidden_size=256, bn=a.bn),
+                   cb=lambda augs, a: Exemplar(augs)),
+    # rgb=True: CIE Lab methods need colour, so grey data is tinted (`algo_images`); the L network takes 1 channel
+    'splitbrain': dict(temp=None, rgb=True,
+                   augs=lambda a: get_splitbrain_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
+                   model=lambda enc, a: create_splitbrain_model(enc if a.n_in == 1 else copy_encoder(enc, 1), hidden_size=64),
+                   cb=lambda augs, a: SplitBrain(augs)),
+    'cmc':    dict(temp=0.07, with_idx=True, rgb=True,
+                   augs=lambda a: get_cmc_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
+                   model=lambda enc, a: create_cmc_model(enc if a.n_in == 1 else copy_encoder(enc, 1), projection_size=128, bn=a.bn),
+                   cb=lambda augs, a: CMC(augs, n_neg=min(16384, a.n_items - 1), temp=a.temp)),
+    'pirl':   dict(temp=0.07, with_idx=True, augs=_views,
+                   model=lambda enc, a: create_pirl_model(enc, grid=3, projection_size=128, bn=a.bn),
+                   cb=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp)),
 }
+
+def algo_images(algo:str, x):
+    "The images `algo` trains and is evaluated on: grey images tinted with a random colour each for the Lab methods (`rgb=True`)"
+    return tint_images(x) if ALGOS[algo].get('rgb') and x.shape[1] == 1 else x
 
 # %% ../nbs/80_cli.ipynb #5951eb26
 def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
@@ -205,19 +230,20 @@ def ssl_pretrain(
     ytr = ds.train_y[tr].clone()
     if spec.get('labels'):   # own generator: the encoder's initialisation stays that of the other algorithms
         ytr[torch.rand(len(ytr), generator=torch.Generator().manual_seed(seed)) >= labelled] = UNLABELLED
-    dls = ssl_dls(ds.train_x[tr], ds.test_x[:min(n_test, 1024)], ytr, ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu',
+    train_x, test_x = algo_images(algo, ds.train_x[tr]), algo_images(algo, ds.test_x[:n_test])
+    dls = ssl_dls(train_x, test_x[:1024], ytr, ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu',
                   with_idx=spec.get('with_idx', False))
     try: encoder = create_encoder(arch, n_in=1, pool_type=pool, **({'width': width} if arch == 'small_resnet' else {}))
     except ValueError as e: raise SystemExit(str(e)) from e
-    random_encoder = copy.deepcopy(encoder)
     learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
+    random_encoder = copy.deepcopy(learn.model.encoder)   # the model's own encoder (Split-Brain and CMC build theirs)
     cb = learn.cbs[-1]
     t0 = time.time()
     if spec.get('one_cycle', True): learn.fit_one_cycle(epochs, lr)
     else: learn.fit(epochs, lr)
     train_s = time.time() - t0
-    ev = dict(train_x=ds.train_x[tr], train_y=ds.train_y[tr], test_x=ds.test_x[:n_test], test_y=ds.test_y[:n_test],
-              size=size, stats=fmnist_stats, n_probe=n_probe, probe=probe)
+    ev = dict(train_x=train_x, train_y=ds.train_y[tr], test_x=test_x, test_y=ds.test_y[:n_test],
+              size=size, stats=None if spec.get('rgb') else fmnist_stats, n_probe=n_probe, probe=probe)
     res = {'random': evaluate_encoder(random_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
     export_encoder(learn.model, out/'encoder.safetensors')
     _plot(learn, cb, out/f'{algo}.png', f'{algo} on Fashion-MNIST')

@@ -11,7 +11,7 @@ from fastai.learner import load_learner
 from fastai.callback.schedule import fit_one_cycle, fit_flat_cos, lr_find   # Learner methods
 from fastai.callback.tracker import SaveModelCallback
 from self_supervised.training import CPUMixedPrecision
-from self_supervised.cli import ALGOS, ssl_learner
+from self_supervised.cli import ALGOS, ssl_learner, algo_images
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
 from self_supervised.callback import SSLCallback, SeedEpochs, check_resume, _assert_same
@@ -25,7 +25,7 @@ def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
     spec = ALGOS[algo]
     if init_seed is not None: set_seed(init_seed)   # the model's initialisation: each test independent of the ones before
     g = torch.Generator().manual_seed(seed)
-    x = (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+    x = algo_images(algo, (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8))
     y = torch.randint(0, 3, (N + BS,), generator=g)
     if spec.get('labels'): y[::2] = 10   # half unlabelled (the CLI's UNLABELLED id)
     dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.get('with_idx', False))

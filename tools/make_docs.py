@@ -518,8 +518,8 @@ def algo_figures(site:Site, md, n_images=4) -> dict:
         import torch, matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-        from self_supervised.cli import ALGOS, ssl_args
-        from self_supervised.visual import view_grid
+        from self_supervised.cli import ALGOS, ssl_args, algo_images
+        from self_supervised.visual import draw_view_grid
         from self_supervised.data import fashion_mnist, ssl_dls
         ds = fashion_mnist()
     except Exception as e:
@@ -529,17 +529,14 @@ def algo_figures(site:Site, md, n_images=4) -> dict:
     for algo, spec in ALGOS.items():
         try:
             torch.manual_seed(0)
-            dls = ssl_dls(ds.test_x[:64], ds.test_x[:32], bs=32, device='cpu', with_idx=spec.get('with_idx', False))
+            x = algo_images(algo, ds.test_x[:64])   # colour for the Lab methods
+            dls = ssl_dls(x, x[:32], bs=32, device='cpu', with_idx=spec.get('with_idx', False))
             a = ssl_args(dls, algo)
             augs = spec['augs'](a)
             cb = spec['cb'](augs, a)
             pipes = getattr(cb, 'aug_pipelines', augs)
-            with torch.no_grad(): g = view_grid(dls.valid.one_batch()[0][:n_images], pipes)
-            img = g[0] if g.shape[0] == 1 else g.permute(1, 2, 0)
-            h, w = img.shape[:2]
-            fig, ax = plt.subplots(figsize=(max(3., w / 28), max(2., h / 28) + 0.4))
-            ax.imshow(img.clamp(0, 1).numpy(), cmap='gray', vmin=0, vmax=1, interpolation='nearest'); ax.set_axis_off()
-            ax.set_title('input | ' + ' | '.join(f'view {i + 1}' for i in range(len(pipes))), fontsize=9)
+            fig, ax = plt.subplots(figsize=(max(3., 1.1 * (len(pipes) + 1)), max(2., 1.1 * n_images) + 0.4))
+            with torch.no_grad(): draw_view_grid(ax, dls.valid.one_batch()[0][:n_images], pipes)
             fig.savefig(site.out/'figures'/f'{algo}.png', dpi=100, bbox_inches='tight', pad_inches=0.05); plt.close(fig)
         except Exception as e:
             site.warn(f'algorithm figure of `{algo}`: {type(e).__name__}: {e}')
