@@ -19,7 +19,9 @@ from step_time import measure
 
 NAMES = dict(simclr='SimCLR', dcl='DCL', moco='MoCo v2', nnclr='NNCLR', instdisc='Instance Discrimination', swav='SwAV',
              supcon='SupCon', supcon_moco='SupConMoCo', dino='DINO', byol='BYOL', simsiam='SimSiam',
-             barlow_twins='Barlow Twins', vicreg='VICReg', amdim='AMDIM', cpc='CPC v2', rotnet='RotNet', jigsaw='Jigsaw')
+             barlow_twins='Barlow Twins', vicreg='VICReg', amdim='AMDIM', cpc='CPC v2', rotnet='RotNet', jigsaw='Jigsaw',
+             denoising='Denoising autoencoder', context_encoder='Context encoder', bigan='BiGAN', exemplar='Exemplar',
+             splitbrain='Split-Brain', cmc='CMC', pirl='PIRL')
 START, END = '<!-- bench:table -->', '<!-- /bench:table -->'
 
 def pretrain(algo, a, seed) -> dict:
@@ -32,7 +34,7 @@ def _acc(vals):
     return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
 
 def table(rows, bare, a) -> str:
-    first = next(iter(rows.values()))[0]
+    first = next((runs[0] for algo, runs in rows.items() if not ALGOS[algo].get('rgb')), next(iter(rows.values()))[0])
     rnd = first['results']['random']
     steps = bare is not None
     lines = ["| encoder | kNN accuracy | linear-probe accuracy | pretraining time |" + (" step / bare step | peak memory / bare |" if steps else ""),
@@ -42,6 +44,9 @@ def table(rows, bare, a) -> str:
         res = [r['results'][algo] for r in runs]
         lab = runs[0]['args'].get('labelled')
         name = NAMES.get(algo, algo) + (f" ({lab:.0%} of the labels)" if lab is not None else '')
+        if ALGOS[algo].get('rgb'):   # trained and evaluated on tinted images: its own random baseline
+            r0 = runs[0]['results']['random']
+            name += f" (tinted colour images; random encoder {r0['knn']:.4f} / {r0['linear']:.4f})"
         if len(runs) > 1: name += f" ({len(runs)} seeds)"
         t = statistics.mean(r['train_seconds'] for r in runs)
         line = f"| {name} | {_acc([r['knn'] for r in res])} | {_acc([r['linear'] for r in res])} | {t:.0f} s |"
