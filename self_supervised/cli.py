@@ -45,6 +45,9 @@ from .vision.exemplar import create_exemplar_model, get_exemplar_aug_pipelines, 
 from .vision.splitbrain import create_splitbrain_model, get_splitbrain_aug_pipelines, SplitBrain, copy_encoder, tint_images
 from .vision.cmc import create_cmc_model, get_cmc_aug_pipelines, CMC
 from .vision.pirl import create_pirl_model, PIRL
+from .multimodal.clip import create_clip_model, get_clip_aug_pipelines, CLIP
+from .multimodal.clip_moco import CLIPMOCO
+from .multimodal.data import FMNISTCaptioner, FMNIST_CONTEXT
 
 # %% auto #0
 __all__ = ['UNLABELLED', 'ALGOS', 'algo_images', 'ssl_args', 'ssl_learner', 'ssl_pretrain']
@@ -150,6 +153,14 @@ ALGOS = {
     'pirl':   dict(temp=0.07, with_idx=True, augs=_views,
                    model=lambda enc, a: create_pirl_model(enc, grid=3, projection_size=128, bn=a.bn),
                    cb=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp)),
+    # image-text: captions made from each batch's labels and its measured tone and texture (the images come with no
+    # text); one view, crops and flips only (colour jitter or blur would contradict the captions)
+    'clip':   dict(temp=0.07, augs=lambda a: get_clip_aug_pipelines(a.size, stats=a.stats),
+                   model=lambda enc, a: create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp),
+                   cb=lambda augs, a: CLIP(augs, captions=FMNISTCaptioner())),
+    'clip_moco': dict(temp=0.07, augs=lambda a: get_clip_aug_pipelines(a.size, stats=a.stats),
+                   model=lambda enc, a: create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp),
+                   cb=lambda augs, a: CLIPMOCO(augs, K=4096, m=0.99, captions=FMNISTCaptioner())),
 }
 
 def algo_images(algo:str, x):
