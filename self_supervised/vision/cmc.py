@@ -14,30 +14,12 @@ from fastai.torch_core import get_model
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import memory_bank_loss, check_temp
 from ..callback import SSLCallback
-from ..dist import gather_nograd
-from .exemplar import item_indices
+from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update
 from .splitbrain import (lab_input, check_rgb, copy_encoder, LabEncoder, get_lab_aug_pipelines,
                                                _check_n_in)
 
 # %% auto #0
-__all__ = ['new_memory_bank', 'bank_negatives', 'bank_update', 'cmc_loss', 'CMCModel', 'linear_head', 'create_cmc_model',
-           'get_cmc_aug_pipelines', 'CMC']
-
-# %% ../../nbs/46_cmc.ipynb #6f5851cd
-def new_memory_bank(n:int, d:int, device=None) -> Tensor:
-    "A memory bank before training: `n` random unit vectors of `d` dimensions"
-    return F.normalize(torch.rand(n, d, device=device) - 0.5, dim=1)
-
-def bank_negatives(idx:Tensor, n:int, n_neg:int) -> Tensor:
-    "(B, n_neg) rows of a bank of `n`, uniform over the rows other than each `idx[i]`: an offset in [1, n) from the item itself never lands on it"
-    return (idx[:, None] + torch.randint(1, n, (len(idx), n_neg), device=idx.device)) % n
-
-@torch.no_grad()
-def bank_update(bank:Tensor, idx:Tensor, v:Tensor, m:float=0.5) -> Tensor:
-    "Rows `idx` of `bank` <- normalise(m * bank[idx] + (1 - m) * v), in place, with every process's `idx` and unit embeddings `v`"
-    v, idx = gather_nograd(v), gather_nograd(idx)
-    bank[idx] = F.normalize(m * bank[idx] + (1 - m) * v.to(bank), dim=1)
-    return bank
+__all__ = ['cmc_loss', 'CMCModel', 'linear_head', 'create_cmc_model', 'get_cmc_aug_pipelines', 'CMC']
 
 # %% ../../nbs/46_cmc.ipynb #3cd9e06c
 def cmc_loss(z_l:Tensor, z_ab:Tensor, bank_l:Tensor, bank_ab:Tensor, idx:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:

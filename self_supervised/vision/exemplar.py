@@ -8,16 +8,17 @@ Docs: https://self-supervised.github.io/self_supervised/exemplar.html.md"""
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import nn
 from fastcore.all import *
 from fastai.torch_core import get_model
 from ..augmentations import get_batch_augs, get_multi_aug_pipelines
 from ..layers import out_features
 from ..callback import SSLCallback
 from .rotnet import PretextClassifier, create_pretext_classifier
+from .instdisc import item_indices
 
 # %% auto #0
-__all__ = ['get_exemplar_aug_pipelines', 'item_indices', 'create_exemplar_model', 'Exemplar']
+__all__ = ['get_exemplar_aug_pipelines', 'create_exemplar_model', 'Exemplar']
 
 # %% ../../nbs/44_exemplar.ipynb #0752cb13
 @delegates(get_batch_augs, but=['resize_scale', 'rotate_deg', 'rotate_p', 'jitter_p', 'blur_p'])
@@ -27,19 +28,6 @@ def get_exemplar_aug_pipelines(size, n_views:int=2, resize_scale=(0.25, 1.), rot
     if not isinstance(n_views, int) or n_views < 1: raise ValueError(f"`n_views` must be a positive int, got {n_views!r}")
     return get_multi_aug_pipelines(n_views, size, resize_scale=resize_scale, rotate_deg=rotate_deg, rotate_p=rotate_p,
                                    jitter_p=jitter_p, blur_p=blur_p, **kwargs)
-
-# %% ../../nbs/44_exemplar.ipynb #e792a7e2
-def item_indices(yb:tuple, n:int, n_items:int, name:str) -> Tensor:
-    "The training-set index of each of the `n` images of a batch of `ssl_dls(..., with_idx=True)` (its last target), checked against `n_items`"
-    idx = yb[-1] if len(yb) >= 2 else None
-    if not isinstance(idx, Tensor) or idx.ndim != 1 or len(idx) != n or idx.is_floating_point():
-        raise ValueError(f"{name} needs each item's index in the batch: build the DataLoaders with `ssl_dls(..., with_idx=True)`")
-    idx = idx.long()
-    if int(idx.min()) < 0 or int(idx.max()) >= n_items:
-        raise ValueError(f"{name}: item index {int(idx.max()) if int(idx.max()) >= n_items else int(idx.min())} is outside the "
-                         f"{n_items} items of the training set: the classes (or memory bank) are sized from `dls.train`; "
-                         f"do not change it after creating the Learner")
-    return idx
 
 # %% ../../nbs/44_exemplar.ipynb #810efcfa
 def create_exemplar_model(encoder:nn.Module, n_items:int, hidden_size=256, bn=True, nlayers=2) -> PretextClassifier:

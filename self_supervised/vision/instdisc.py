@@ -8,7 +8,7 @@ Docs: https://self-supervised.github.io/self_supervised/instdisc.html.md"""
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import nn, Tensor
 from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..losses import memory_bank_loss, check_temp
@@ -18,7 +18,36 @@ from ..dist import gather_nograd
 from .simclr import SimCLRModel, create_simclr_model
 
 # %% auto #0
-__all__ = ['get_instdisc_aug_pipelines', 'create_instdisc_model', 'InstDisc']
+__all__ = ['get_instdisc_aug_pipelines', 'new_memory_bank', 'bank_negatives', 'bank_update', 'item_indices',
+           'create_instdisc_model', 'InstDisc']
+
+# %% ../../nbs/15_instdisc.ipynb #6f5851cd
+def new_memory_bank(n:int, d:int, device=None) -> Tensor:
+    "A memory bank before training: `n` random unit vectors of `d` dimensions"
+    return F.normalize(torch.rand(n, d, device=device) - 0.5, dim=1)
+
+def bank_negatives(idx:Tensor, n:int, n_neg:int) -> Tensor:
+    "(B, n_neg) rows of a bank of `n`, uniform over the rows other than each `idx[i]`: an offset in [1, n) from the item itself never lands on it"
+    return (idx[:, None] + torch.randint(1, n, (len(idx), n_neg), device=idx.device)) % n
+
+@torch.no_grad()
+def bank_update(bank:Tensor, idx:Tensor, v:Tensor, m:float=0.5) -> Tensor:
+    "Rows `idx` of `bank` <- normalise(m * bank[idx] + (1 - m) * v), in place, with every process's `idx` and unit embeddings `v`"
+    v, idx = gather_nograd(v), gather_nograd(idx)
+    bank[idx] = F.normalize(m * bank[idx] + (1 - m) * v.to(bank), dim=1)
+    return bank
+
+def item_indices(yb:tuple, n:int, n_items:int, name:str) -> Tensor:
+    "The training-set index of each of the `n` images of a batch of `ssl_dls(..., with_idx=True)` (its last target), checked against `n_items`"
+    idx = yb[-1] if len(yb) >= 2 else None
+    if not isinstance(idx, Tensor) or idx.ndim != 1 or len(idx) != n or idx.is_floating_point():
+        raise ValueError(f"{name} needs each item's index in the batch: build the DataLoaders with `ssl_dls(..., with_idx=True)`")
+    idx = idx.long()
+    if int(idx.min()) < 0 or int(idx.max()) >= n_items:
+        raise ValueError(f"{name}: item index {int(idx.max()) if int(idx.max()) >= n_items else int(idx.min())} is outside the "
+                         f"{n_items} items of the training set: the classes (or memory bank) are sized from `dls.train`; "
+                         f"do not change it after creating the Learner")
+    return idx
 
 # %% ../../nbs/15_instdisc.ipynb #462ceedf
 def create_instdisc_model(encoder:nn.Module, projection_size=128) -> SimCLRModel:
@@ -43,31 +72,19 @@ class InstDisc(SSLCallback):
         if learn is None or self.bank is not None or getattr(learn, 'dls', None) is None: return
         n, p = len(learn.dls.train.dataset), next(learn.model.parameters())
         if self.n_neg >= n: raise ValueError(f"InstDisc: `n_neg={self.n_neg}` negatives need more than {n} training items: lower n_neg")
-        self.bank = F.normalize(torch.rand(n, out_features(learn.model), device=p.device) - 0.5, dim=1)
+        self.bank = new_memory_bank(n, out_features(learn.model), p.device)
 
     def make_batch(self, views):
         # validation images have no bank entry: no instance-discrimination loss to compute on them
         if not self.training: return (views[0],), ()
-        yb = self.learn.yb
-        if len(yb) < 2 or yb[-1].ndim != 1 or len(yb[-1]) != len(views[0]):
-            raise ValueError("InstDisc needs each item's index in the batch: build the DataLoaders with `ssl_dls(..., with_idx=True)`")
-        self.idx = yb[-1].long()
-        if int(self.idx.max()) >= len(self.bank):
-            raise ValueError(f"InstDisc: item index {int(self.idx.max())} is outside the memory bank of {len(self.bank)}: "
-                             "the bank is sized from the training set; do not change `dls.train` after creating the Learner")
+        self.idx = item_indices(self.learn.yb, len(views[0]), len(self.bank), 'InstDisc')
         return (views[0],), (self.idx,)
 
     def lf(self, pred, idx, *yb):
-        n = len(self.bank)
-        # uniform over the other items: an offset in [1, n) from the item itself never lands on it
-        neg = (idx[:, None] + torch.randint(1, n, (len(idx), self.n_neg), device=idx.device)) % n
         pos = self.bank[idx]
-        loss = memory_bank_loss(pred, pos, self.bank[neg], self.temp)
+        loss = memory_bank_loss(pred, pos, self.bank[bank_negatives(idx, len(self.bank), self.n_neg)], self.temp)
         self.v = F.normalize(pred.detach().float(), dim=1)
         if self.prox: loss = loss + self.prox * (F.normalize(pred.float(), dim=1) - pos).pow(2).sum(1).mean()
         return loss
 
-    @torch.no_grad()
-    def after_step(self):
-        v, idx = gather_nograd(self.v), gather_nograd(self.idx)
-        self.bank[idx] = F.normalize(self.bank_m * self.bank[idx] + (1 - self.bank_m) * v.to(self.bank), dim=1)
+    def after_step(self): bank_update(self.bank, self.idx, self.v, self.bank_m)
