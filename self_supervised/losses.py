@@ -6,18 +6,21 @@ Docs: https://self-supervised.github.io/self_supervised/losses.html.md"""
 
 # %% ../nbs/03_losses.ipynb #73ec90e0
 from __future__ import annotations
-import functools
+import functools, math
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+import torch.distributed as dist
+from torch import nn, Tensor
 from fastcore.all import *
-from .dist import gather, gather_nograd, rank
+from .dist import gather, gather_nograd, rank, world_size, is_distributed
 
 # %% auto #0
 __all__ = ['check_pair', 'upcast', 'float32_loss', 'check_temp', 'nt_xent_loss', 'dcl_loss', 'moco_loss', 'supcon_loss',
-           'memory_bank_loss', 'negative_cosine_loss', 'barlow_twins_loss', 'vicreg_loss', 'sinkhorn_knopp',
-           'swav_loss', 'dino_loss', 'dino_center_update', 'tanh_clip', 'amdim_nce_loss', 'AmdimNCELoss',
-           'FeatureMapContrastiveTask', 'cpc_nce_loss', 'PixelCNNContext', 'CPCTask', 'weighted_mse_loss']
+           'memory_bank_loss', 'nce_log_z', 'nce_loss', 'pirl_loss', 'negative_cosine_loss', 'barlow_twins_loss',
+           'vicreg_loss', 'sinkhorn_knopp', 'swav_loss', 'dino_loss', 'dino_center_update', 'tanh_clip',
+           'amdim_nce_loss', 'AmdimNCELoss', 'FeatureMapContrastiveTask', 'cpc_nce_loss', 'PixelCNNContext', 'CPCTask',
+           'weighted_mse_loss', 'clip_loss', 'clip_moco_loss']
 
 # %% ../nbs/03_losses.ipynb #66ecf23f
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -152,6 +155,41 @@ def memory_bank_loss(v:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07) -> Tenso
     logits = torch.cat([(v * pos.to(v)).sum(1, keepdim=True), torch.bmm(neg.to(v), v[:, :, None])[..., 0]], dim=1) / temp
     return F.cross_entropy(logits, torch.zeros(len(v), dtype=torch.long, device=v.device))
 
+# %% ../nbs/03_losses.ipynb #d6668e6e
+def _check_bank_args(u:Tensor, pos:Tensor, neg:Tensor, fn:str):
+    if u.ndim != 2 or pos.shape != u.shape or neg.ndim != 3 or neg.shape[0] != len(u) or neg.shape[2] != u.shape[1]:
+        raise ValueError(f"`{fn}` expects u (B, D), pos (B, D) and neg (B, m, D); got {tuple(u.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
+
+def _bank_scores(u:Tensor, pos:Tensor, neg:Tensor, temp:float) -> tuple:
+    "Cosine scores / temp of the normalised `u` against its positive and its negatives: (B,) and (B, m)"
+    u = F.normalize(upcast(u), dim=1)
+    return (u * pos.to(u)).sum(1) / temp, torch.bmm(neg.to(u), u[:, :, None])[..., 0] / temp
+
+@float32_loss
+def nce_log_z(u:Tensor, pos:Tensor, neg:Tensor, n_items:int, temp:float=0.07) -> Tensor:
+    "Estimate of log Z, the partition function of exp(s/temp) over `n_items` bank entries: log(n_items * mean exp(s/temp)) over the batch's scores"
+    _check_bank_args(u, pos, neg, 'nce_log_z'); check_temp(temp, 'nce_log_z')
+    with torch.no_grad():
+        s = torch.cat([x.flatten() for x in _bank_scores(u.detach(), pos, neg, temp)])
+        return math.log(n_items) + torch.logsumexp(s, 0) - math.log(len(s))
+
+@float32_loss
+def nce_loss(u:Tensor, pos:Tensor, neg:Tensor, log_z:float|Tensor, n_items:int, temp:float=0.07) -> Tensor:
+    "NCE with a memory bank: `u` (B, D) against its bank entry `pos` (B, D) as data and `neg` (B, m, D) as noise (uniform over `n_items`); mean over the batch"
+    _check_bank_args(u, pos, neg, 'nce_loss'); check_temp(temp, 'nce_loss')
+    if not isinstance(n_items, int) or n_items <= neg.shape[1]:
+        raise ValueError(f"`nce_loss`: `n_items` (the bank's size) must be an int larger than the {neg.shape[1]} negatives, got {n_items!r}")
+    s_pos, s_neg = _bank_scores(u, pos, neg, temp)
+    k = math.log(neg.shape[1] / n_items) + torch.as_tensor(log_z, dtype=s_pos.dtype, device=s_pos.device)   # log of the noise's odds m Z / N
+    return (F.softplus(k - s_pos) + F.softplus(s_neg - k).sum(1)).mean()
+
+def pirl_loss(f:Tensor, g:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07, lmb:float=0.5, log_z:float|Tensor|None=None, n_items:int|None=None) -> Tensor:
+    "PIRL: `lmb` * L(m_I, g(tiles)) + (1 - `lmb`) * L(m_I, f(image)); L the NCE loss when `log_z` and `n_items` are given, else the softmax loss"
+    if not 0 <= lmb <= 1: raise ValueError(f"`pirl_loss`: `lmb` weighs the two terms and must be in [0, 1], got {lmb}")
+    if (log_z is None) != (n_items is None): raise ValueError("`pirl_loss`: pass both `log_z` and `n_items` (NCE) or neither (softmax)")
+    lf = (lambda u: memory_bank_loss(u, pos, neg, temp)) if log_z is None else (lambda u: nce_loss(u, pos, neg, log_z, n_items, temp))
+    return lmb * lf(g) + (1 - lmb) * lf(f)
+
 # %% ../nbs/03_losses.ipynb #a0025023
 @float32_loss
 def negative_cosine_loss(p:Tensor, z:Tensor) -> Tensor:
@@ -190,10 +228,6 @@ def vicreg_loss(z1:Tensor, z2:Tensor, sim_w:float=25., var_w:float=25., cov_w:fl
     return sim_w * inv + var_w * var + cov_w * cov
 
 # %% ../nbs/03_losses.ipynb #1ff773dc
-import math
-import torch.distributed as dist
-from .dist import is_distributed, world_size
-
 def _all_reduce(x:Tensor, op=None) -> Tensor:
     "Reduce `x` in place over every process (sum unless `op` is given); identity in one process"
     if is_distributed(): dist.all_reduce(x, op=op or dist.ReduceOp.SUM)
@@ -249,9 +283,6 @@ def swav_loss(scores:Tensor, codes:Tensor, temp:float=0.1, crop_assgn_ids=(0, 1)
     return loss / len(ids)
 
 # %% ../nbs/03_losses.ipynb #c43bf3bd
-import torch.distributed as dist
-from .dist import is_distributed, world_size
-
 def _crops(x:Tensor, n:int, name:str, fn:str) -> Tensor:
     "`x` as (crops, B, K): a 3-D tensor as it is, a 2-D one of `n` crops stacked crop after crop split into them"
     if x.ndim == 3: return x
@@ -296,10 +327,6 @@ def dino_center_update(center:Tensor, teacher_out:Tensor, m:float=0.9) -> Tensor
     return (center * m + (s / n).reshape(center.shape).to(center) * (1 - m))
 
 # %% ../nbs/03_losses.ipynb #ccdd1da6
-from torch import nn
-import numpy as np
-from .dist import world_size
-
 def tanh_clip(x:Tensor, clip_val:float|None=10.0) -> Tensor:
     "Soft clip of `x` to `(-clip_val, clip_val)`: `clip_val * tanh(x / clip_val)`; `x` itself if `clip_val` is None"
     return x if clip_val is None else clip_val * torch.tanh(x / clip_val)
@@ -460,8 +487,6 @@ class CPCTask(nn.Module):
                    for k, pred in zip(self.offsets, self.pred_cnns) if k < h)   # k >= h: no row to predict
 
 # %% ../nbs/03_losses.ipynb #89164cbe
-from .dist import gather_nograd, world_size
-
 @float32_loss
 def weighted_mse_loss(pred:Tensor, target:Tensor, weight:Tensor|None=None) -> Tensor:
     "Mean of `(pred - target)**2` weighted by `weight` (broadcast to `pred`; None: the plain MSE); 0 when all weights are 0"
@@ -478,3 +503,56 @@ def weighted_mse_loss(pred:Tensor, target:Tensor, weight:Tensor|None=None) -> Te
         if (w < 0).any(): raise ValueError("`weighted_mse_loss`: `weight` must be >= 0 (e.g. a 0/1 mask of the pixels to score)")
     total = gather_nograd(w.sum()[None]).sum() / world_size()   # the whole batch's weight, as a per-process share
     return (w * se).sum() / total.clamp_min(torch.finfo(se.dtype).tiny)
+
+# %% ../nbs/03_losses.ipynb #c4009b13
+def _check_pairs(img:Tensor, txt:Tensor, fn:str, min_bs=2):
+    if img.ndim != 2 or txt.ndim != 2:
+        raise ValueError(f"`{fn}` expects 2-D embeddings (batch, dim); got images {tuple(img.shape)} and captions {tuple(txt.shape)}")
+    if len(img) != len(txt):
+        raise ValueError(f"`{fn}`: {len(img)} image embeddings but {len(txt)} caption embeddings: row i of both must be one (image, caption) pair")
+    if img.shape[1] != txt.shape[1]:
+        raise ValueError(f"`{fn}`: image embeddings of size {img.shape[1]} and caption embeddings of size {txt.shape[1]}: project both to the same space")
+    if len(img) < min_bs:
+        raise ValueError(f"`{fn}` needs at least {min_bs} pairs (got {len(img)}): with fewer there are no negatives; increase the batch size")
+
+def _scale(scale, like:Tensor) -> Tensor:
+    s = scale.to(like) if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=like.dtype, device=like.device)
+    if s.ndim != 0 or not s > 0: raise ValueError(f"`scale` (the logits' multiplier, exp(logit_scale)) must be a positive number, got {scale}")
+    return s
+
+@float32_loss
+def clip_loss(img:Tensor, txt:Tensor, scale:Tensor|float=1/0.07) -> Tensor:
+    "CLIP's symmetric cross-entropy of (N, D) image and caption embeddings, pair i in row i; `scale` multiplies the cosine logits; all processes' pairs are negatives"
+    _check_pairs(img, txt, 'clip_loss')
+    img, txt = F.normalize(upcast(img), dim=1), F.normalize(upcast(txt), dim=1)
+    s = _scale(scale, img)
+    labels = torch.arange(len(img), device=img.device) + rank() * len(img)   # this process's pairs among the gathered ones
+    i2t, t2i = s * img @ gather(txt).T, s * txt @ gather(img).T
+    return (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
+
+# %% ../nbs/03_losses.ipynb #174a334d
+def _queue(queue, like:Tensor, name:str):
+    if queue is None: return None
+    if queue.ndim != 2 or queue.shape[1] != like.shape[1]:
+        raise ValueError(f"`clip_moco_loss`: `{name}` holds keys of shape {tuple(queue.shape[1:])} but the embeddings have {like.shape[1]} "
+                         f"dimensions: build the queue with the model's `embed_dim`")
+    return F.normalize(upcast(queue).to(like), dim=1)
+
+@float32_loss
+def clip_moco_loss(img:Tensor, txt:Tensor, img_k:Tensor, txt_k:Tensor, img_queue:Tensor|None=None, txt_queue:Tensor|None=None,
+                   scale:Tensor|float=1/0.07) -> Tensor:
+    "Symmetric InfoNCE of image and caption queries (N, D) against the momentum keys of all processes' pairs and the queues of past keys (K, D)"
+    _check_pairs(img, txt, 'clip_moco_loss', min_bs=1)
+    if img_k.shape != img.shape or txt_k.shape != txt.shape:
+        raise ValueError(f"`clip_moco_loss`: keys {tuple(img_k.shape)} and {tuple(txt_k.shape)} must have the shape of the queries {tuple(img.shape)}: "
+                         f"one key per image and per caption")
+    if img_queue is None and txt_queue is None and len(img) * world_size() < 2:
+        raise ValueError("`clip_moco_loss` without queues needs at least 2 pairs: with fewer there are no negatives")
+    img, txt = F.normalize(upcast(img), dim=1), F.normalize(upcast(txt), dim=1)
+    s = _scale(scale, img)
+    ik, tk = (F.normalize(upcast(gather_nograd(k.detach())).to(img), dim=1) for k in (img_k, txt_k))
+    labels = torch.arange(len(img), device=img.device) + rank() * len(img)
+    def side(q, keys, queue):
+        cols = keys if queue is None else torch.cat([keys, queue])
+        return F.cross_entropy(s * q @ cols.T, labels)
+    return (side(img, tk, _queue(txt_queue, img, 'txt_queue')) + side(txt, ik, _queue(img_queue, img, 'img_queue'))) / 2

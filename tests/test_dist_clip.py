@@ -18,17 +18,17 @@ from test_dist import _free_port, WORLD
 pytest.importorskip('open_clip')
 
 def _clip(img, txt, img_k, txt_k, s):
-    from self_supervised.multimodal.clip import clip_loss
+    from self_supervised.losses import clip_loss
     return clip_loss(img, txt, s)
 
 def _clip_moco(img, txt, img_k, txt_k, s):
-    from self_supervised.multimodal.clip_moco import clip_moco_loss
+    from self_supervised.losses import clip_moco_loss
     g = torch.Generator().manual_seed(3)   # the same queues in every process
     iq, tq = torch.randn(10, img.shape[1], generator=g, dtype=img.dtype), torch.randn(7, img.shape[1], generator=g, dtype=img.dtype)
     return clip_moco_loss(img, txt, img_k, txt_k, iq, tq, s)
 
 def _clip_moco_noqueue(img, txt, img_k, txt_k, s):
-    from self_supervised.multimodal.clip_moco import clip_moco_loss
+    from self_supervised.losses import clip_moco_loss
     return clip_moco_loss(img, txt, img_k, txt_k, None, None, s)
 
 LOSSES = {'clip': _clip, 'clip_moco': _clip_moco, 'clip_moco_noqueue': _clip_moco_noqueue}
@@ -64,7 +64,7 @@ def test_loss_two_processes_equal_one(name, tmp_path):
 
 def test_local_negatives_only_would_differ():
     "The check above can fail: a process that only saw its own captions as negatives would compute another loss"
-    from self_supervised.multimodal.clip import clip_loss
+    from self_supervised.losses import clip_loss
     torch.manual_seed(0)
     img, txt = torch.randn(12, 6, dtype=torch.float64), torch.randn(12, 6, dtype=torch.float64)
     halves = torch.stack([clip_loss(img[i*6:(i+1)*6], txt[i*6:(i+1)*6], 9.) for i in range(2)])

@@ -14,42 +14,15 @@ from fastcore.all import *
 from fastai.torch_core import apply_init, get_model
 from ..augmentations import get_multi_aug_pipelines, get_batch_augs
 from ..layers import create_mlp_module, encoder_nf, out_features
-from ..losses import float32_loss, upcast
+from ..losses import clip_loss
 from ..callback import SSLCallback
-from ..dist import gather, rank
 from .data import _need_open_clip
 try: from open_clip.transformer import TextTransformer
 except ImportError: TextTransformer = None
 
 # %% auto #0
-__all__ = ['LOG_MAX_SCALE', 'clip_loss', 'create_text_encoder', 'CLIPModel', 'create_clip_model', 'get_clip_aug_pipelines',
+__all__ = ['LOG_MAX_SCALE', 'create_text_encoder', 'CLIPModel', 'create_clip_model', 'get_clip_aug_pipelines',
            'clamp_logit_scale', 'CLIP']
-
-# %% ../../nbs/70_clip.ipynb #c4009b13
-def _check_pairs(img:Tensor, txt:Tensor, fn:str, min_bs=2):
-    if img.ndim != 2 or txt.ndim != 2:
-        raise ValueError(f"`{fn}` expects 2-D embeddings (batch, dim); got images {tuple(img.shape)} and captions {tuple(txt.shape)}")
-    if len(img) != len(txt):
-        raise ValueError(f"`{fn}`: {len(img)} image embeddings but {len(txt)} caption embeddings: row i of both must be one (image, caption) pair")
-    if img.shape[1] != txt.shape[1]:
-        raise ValueError(f"`{fn}`: image embeddings of size {img.shape[1]} and caption embeddings of size {txt.shape[1]}: project both to the same space")
-    if len(img) < min_bs:
-        raise ValueError(f"`{fn}` needs at least {min_bs} pairs (got {len(img)}): with fewer there are no negatives; increase the batch size")
-
-def _scale(scale, like:Tensor) -> Tensor:
-    s = scale.to(like) if isinstance(scale, Tensor) else torch.tensor(float(scale), dtype=like.dtype, device=like.device)
-    if s.ndim != 0 or not s > 0: raise ValueError(f"`scale` (the logits' multiplier, exp(logit_scale)) must be a positive number, got {scale}")
-    return s
-
-@float32_loss
-def clip_loss(img:Tensor, txt:Tensor, scale:Tensor|float=1/0.07) -> Tensor:
-    "CLIP's symmetric cross-entropy of (N, D) image and caption embeddings, pair i in row i; `scale` multiplies the cosine logits; all processes' pairs are negatives"
-    _check_pairs(img, txt, 'clip_loss')
-    img, txt = F.normalize(upcast(img), dim=1), F.normalize(upcast(txt), dim=1)
-    s = _scale(scale, img)
-    labels = torch.arange(len(img), device=img.device) + rank() * len(img)   # this process's pairs among the gathered ones
-    i2t, t2i = s * img @ gather(txt).T, s * txt @ gather(img).T
-    return (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
 
 # %% ../../nbs/70_clip.ipynb #770add2c
 LOG_MAX_SCALE = math.log(100)   # the paper clips the logits' scale at 100

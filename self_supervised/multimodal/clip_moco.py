@@ -8,43 +8,16 @@ Docs: https://self-supervised.github.io/self_supervised/clip_moco.html.md"""
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from torch import nn, Tensor
+from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import get_model
-from ..losses import float32_loss, upcast
+from ..losses import clip_moco_loss
 from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots
-from ..dist import gather_nograd, rank, world_size
-from .clip import CLIP, LOG_MAX_SCALE, _check_pairs, _scale
+from ..dist import gather_nograd, world_size
+from .clip import CLIP, LOG_MAX_SCALE
 
 # %% auto #0
-__all__ = ['clip_moco_loss', 'CLIPMOCO']
-
-# %% ../../nbs/71_clip_moco.ipynb #174a334d
-def _queue(queue, like:Tensor, name:str):
-    if queue is None: return None
-    if queue.ndim != 2 or queue.shape[1] != like.shape[1]:
-        raise ValueError(f"`clip_moco_loss`: `{name}` holds keys of shape {tuple(queue.shape[1:])} but the embeddings have {like.shape[1]} "
-                         f"dimensions: build the queue with the model's `embed_dim`")
-    return F.normalize(upcast(queue).to(like), dim=1)
-
-@float32_loss
-def clip_moco_loss(img:Tensor, txt:Tensor, img_k:Tensor, txt_k:Tensor, img_queue:Tensor|None=None, txt_queue:Tensor|None=None,
-                   scale:Tensor|float=1/0.07) -> Tensor:
-    "Symmetric InfoNCE of image and caption queries (N, D) against the momentum keys of all processes' pairs and the queues of past keys (K, D)"
-    _check_pairs(img, txt, 'clip_moco_loss', min_bs=1)
-    if img_k.shape != img.shape or txt_k.shape != txt.shape:
-        raise ValueError(f"`clip_moco_loss`: keys {tuple(img_k.shape)} and {tuple(txt_k.shape)} must have the shape of the queries {tuple(img.shape)}: "
-                         f"one key per image and per caption")
-    if img_queue is None and txt_queue is None and len(img) * world_size() < 2:
-        raise ValueError("`clip_moco_loss` without queues needs at least 2 pairs: with fewer there are no negatives")
-    img, txt = F.normalize(upcast(img), dim=1), F.normalize(upcast(txt), dim=1)
-    s = _scale(scale, img)
-    ik, tk = (F.normalize(upcast(gather_nograd(k.detach())).to(img), dim=1) for k in (img_k, txt_k))
-    labels = torch.arange(len(img), device=img.device) + rank() * len(img)
-    def side(q, keys, queue):
-        cols = keys if queue is None else torch.cat([keys, queue])
-        return F.cross_entropy(s * q @ cols.T, labels)
-    return (side(img, tk, _queue(txt_queue, img, 'txt_queue')) + side(txt, ik, _queue(img_queue, img, 'img_queue'))) / 2
+__all__ = ['CLIPMOCO']
 
 # %% ../../nbs/71_clip_moco.ipynb #4be13a24
 class CLIPMOCO(CLIP):

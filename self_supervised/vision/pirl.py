@@ -14,50 +14,15 @@ from fastcore.all import *
 from fastai.torch_core import get_model
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf, out_features
-from ..losses import memory_bank_loss, check_temp, upcast, float32_loss
+from ..losses import check_temp, nce_log_z, pirl_loss
 from ..callback import SSLCallback
 from ..dist import gather_nograd
 from .jigsaw import jigsaw_tiles, shuffle_tiles, standardize_tiles
-from .exemplar import item_indices
-from .cmc import new_memory_bank, bank_negatives, bank_update, linear_head
+from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update
+from .cmc import linear_head
 
 # %% auto #0
-__all__ = ['get_pirl_aug_pipelines', 'nce_log_z', 'nce_loss', 'pirl_loss', 'PIRLModel', 'create_pirl_model', 'PIRL']
-
-# %% ../../nbs/47_pirl.ipynb #d6668e6e
-def _check_bank_args(u:Tensor, pos:Tensor, neg:Tensor, fn:str):
-    if u.ndim != 2 or pos.shape != u.shape or neg.ndim != 3 or neg.shape[0] != len(u) or neg.shape[2] != u.shape[1]:
-        raise ValueError(f"`{fn}` expects u (B, D), pos (B, D) and neg (B, m, D); got {tuple(u.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
-
-def _bank_scores(u:Tensor, pos:Tensor, neg:Tensor, temp:float) -> tuple:
-    "Cosine scores / temp of the normalised `u` against its positive and its negatives: (B,) and (B, m)"
-    u = F.normalize(upcast(u), dim=1)
-    return (u * pos.to(u)).sum(1) / temp, torch.bmm(neg.to(u), u[:, :, None])[..., 0] / temp
-
-@float32_loss
-def nce_log_z(u:Tensor, pos:Tensor, neg:Tensor, n_items:int, temp:float=0.07) -> Tensor:
-    "Estimate of log Z, the partition function of exp(s/temp) over `n_items` bank entries: log(n_items * mean exp(s/temp)) over the batch's scores"
-    _check_bank_args(u, pos, neg, 'nce_log_z'); check_temp(temp, 'nce_log_z')
-    with torch.no_grad():
-        s = torch.cat([x.flatten() for x in _bank_scores(u.detach(), pos, neg, temp)])
-        return math.log(n_items) + torch.logsumexp(s, 0) - math.log(len(s))
-
-@float32_loss
-def nce_loss(u:Tensor, pos:Tensor, neg:Tensor, log_z:float|Tensor, n_items:int, temp:float=0.07) -> Tensor:
-    "NCE with a memory bank: `u` (B, D) against its bank entry `pos` (B, D) as data and `neg` (B, m, D) as noise (uniform over `n_items`); mean over the batch"
-    _check_bank_args(u, pos, neg, 'nce_loss'); check_temp(temp, 'nce_loss')
-    if not isinstance(n_items, int) or n_items <= neg.shape[1]:
-        raise ValueError(f"`nce_loss`: `n_items` (the bank's size) must be an int larger than the {neg.shape[1]} negatives, got {n_items!r}")
-    s_pos, s_neg = _bank_scores(u, pos, neg, temp)
-    k = math.log(neg.shape[1] / n_items) + torch.as_tensor(log_z, dtype=s_pos.dtype, device=s_pos.device)   # log of the noise's odds m Z / N
-    return (F.softplus(k - s_pos) + F.softplus(s_neg - k).sum(1)).mean()
-
-def pirl_loss(f:Tensor, g:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07, lmb:float=0.5, log_z:float|Tensor|None=None, n_items:int|None=None) -> Tensor:
-    "PIRL: `lmb` * L(m_I, g(tiles)) + (1 - `lmb`) * L(m_I, f(image)); L the NCE loss when `log_z` and `n_items` are given, else the softmax loss"
-    if not 0 <= lmb <= 1: raise ValueError(f"`pirl_loss`: `lmb` weighs the two terms and must be in [0, 1], got {lmb}")
-    if (log_z is None) != (n_items is None): raise ValueError("`pirl_loss`: pass both `log_z` and `n_items` (NCE) or neither (softmax)")
-    lf = (lambda u: memory_bank_loss(u, pos, neg, temp)) if log_z is None else (lambda u: nce_loss(u, pos, neg, log_z, n_items, temp))
-    return lmb * lf(g) + (1 - lmb) * lf(f)
+__all__ = ['get_pirl_aug_pipelines', 'PIRLModel', 'create_pirl_model', 'PIRL']
 
 # %% ../../nbs/47_pirl.ipynb #66f188be
 class PIRLModel(nn.Module):
