@@ -20,10 +20,11 @@ from fastai.vision.learner import in_channels
 from .augmentations import assert_aug_pipelines
 from .layers import atomic_write
 from .losses import upcast, float32_loss
+from .dist import world_size
 
 # %% auto #0
 __all__ = ['decoded_views', 'SSLCallback', 'CatViews', 'ema_update', 'momentum_copy', 'cosine_momentum', 'queue_slots',
-           'SeedEpochs', 'check_resume']
+           'check_momentum', 'check_queue_arg', 'check_queue_fits', 'SeedEpochs', 'check_resume']
 
 # %% ../nbs/04_callback.ipynb #6ffd66ac
 @torch.no_grad()
@@ -175,6 +176,25 @@ def cosine_momentum(m:float, pct:float) -> float:
 def queue_slots(ptr:int, n:int, size:int, device=None):
     "Rows of a circular buffer of `size` rows for `n` entries written at `ptr`, and the pointer after them"
     return (ptr + torch.arange(n, device=device)) % size, int((ptr + n) % size)
+
+# %% ../nbs/04_callback.ipynb #d16cd75f
+def check_momentum(name:str, m, schedule=None):
+    "Raise a clear error unless the momentum `m` is in [0, 1] and `schedule` is None (constant `m`) or 'cosine' (`m` to 1)"
+    if not isinstance(m, (int, float)) or not 0 <= m <= 1: raise ValueError(f"{name}: the momentum `m` must be a number in [0, 1], got {m!r}")
+    if schedule not in (None, 'cosine'):
+        raise ValueError(f"{name}: `momentum_schedule` must be None (constant m) or 'cosine' (m to 1 over training), got {schedule!r}")
+
+def check_queue_arg(name:str, K, what:str='keys'):
+    "Raise a clear error unless the queue size `K` is a positive int or None (no queue)"
+    if K is not None and (not isinstance(K, int) or K < 1):
+        raise ValueError(f"{name}: `K` must be a positive number of queued {what}, or None for no queue, got {K!r}")
+
+def check_queue_fits(cb:Callback, K, what:str='keys', per_item:int=1):
+    "In `before_fit`: raise unless a queue of `K` rows (None: no queue) holds the `per_item` entries per item every process writes at each step"
+    n = cb.dls.train.bs * world_size() * per_item
+    if K and K < n:
+        raise ValueError(f"{type(cb).__name__}: the queue (K={K}) is smaller than the {what} written at each step (the batch of "
+                         f"all processes, {n}): use K >= {n} (a multiple of it keeps batches contiguous in the queue)")
 
 # %% ../nbs/04_callback.ipynb #e871463d
 def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallback)]

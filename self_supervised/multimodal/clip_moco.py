@@ -12,8 +12,8 @@ from torch import Tensor
 from fastcore.all import *
 from fastai.torch_core import get_model
 from ..losses import clip_moco_loss
-from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots
-from ..dist import gather_nograd, world_size
+from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots, check_momentum, check_queue_arg, check_queue_fits
+from ..dist import gather_nograd
 from .clip import CLIP, LOG_MAX_SCALE
 
 # %% auto #0
@@ -25,11 +25,7 @@ class CLIPMOCO(CLIP):
     _state = ('model_k', 'img_queue', 'txt_queue', 'queue_ptr')
     def __init__(self, aug_pipelines, K=4096, m=0.999, captions=None, momentum_schedule=None, max_log_scale:float=LOG_MAX_SCALE, print_augs=False):
         super().__init__(aug_pipelines, captions, max_log_scale, print_augs)
-        if not 0 <= m <= 1: raise ValueError(f"CLIPMOCO: the momentum `m` must be in [0, 1], got {m}")
-        if K is not None and (not isinstance(K, int) or K < 1):
-            raise ValueError(f"CLIPMOCO: `K` must be a positive number of queued keys per modality, or None for no queue, got {K!r}")
-        if momentum_schedule not in (None, 'cosine'):
-            raise ValueError(f"CLIPMOCO: `momentum_schedule` must be None (constant m) or 'cosine' (m to 1), got {momentum_schedule!r}")
+        check_momentum('CLIPMOCO', m, momentum_schedule); check_queue_arg('CLIPMOCO', K, 'keys per modality')
         store_attr('K,m,momentum_schedule')
         self.min_bs = 1 if K else 2
         self.model_k, self.img_queue, self.txt_queue, self.queue_ptr = None, None, None, 0
@@ -45,10 +41,7 @@ class CLIPMOCO(CLIP):
 
     def before_fit(self):
         super().before_fit()
-        keys_per_step = self.dls.train.bs * world_size()
-        if self.K and self.K < keys_per_step:
-            raise ValueError(f"CLIPMOCO: the queues (K={self.K}) are smaller than the keys written at each step (the batch, {keys_per_step}): "
-                             f"use K >= {keys_per_step} (a multiple of it keeps batches contiguous in the queues), or K=None for no queue")
+        check_queue_fits(self, self.K)
         d = get_model(self.learn.model).embed_dim
         if self.img_queue is not None and self.img_queue.shape[1] != d:
             raise ValueError(f"CLIPMOCO: the queues hold {self.img_queue.shape[1]}-d keys but the model embeds in {d}: the checkpoint comes from another model")

@@ -13,7 +13,7 @@ from fastai.torch_core import apply_init, get_model
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import negative_cosine_loss
-from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum
+from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum, check_momentum
 
 # %% auto #0
 __all__ = ['get_byol_aug_pipelines', 'BYOLModel', 'create_byol_model', 'check_predictor', 'BYOL']
@@ -50,10 +50,7 @@ class BYOL(SSLCallback):
     n_views, _state = 2, ('target',)
     def __init__(self, aug_pipelines, m=0.996, momentum_schedule='cosine', print_augs=False):
         super().__init__(aug_pipelines, print_augs)
-        if not isinstance(m, (int, float)) or not 0 <= m <= 1:
-            raise ValueError(f"BYOL: the target momentum `m` must be a number in [0, 1] (the paper uses 0.996), got {m!r}")
-        if momentum_schedule not in (None, 'cosine'):
-            raise ValueError(f"BYOL: `momentum_schedule` must be 'cosine' (m to 1 over training, as in the paper) or None (constant m), got {momentum_schedule!r}")
+        check_momentum('BYOL', m, momentum_schedule)   # the paper: 0.996, cosine to 1
         store_attr('m,momentum_schedule')
         self.target = None
 

@@ -15,8 +15,8 @@ from fastai.torch_core import apply_init, get_model
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import moco_loss, check_temp
-from ..callback import SSLCallback, ema_update, queue_slots, momentum_copy, cosine_momentum
-from ..dist import gather_nograd, world_size
+from ..callback import SSLCallback, ema_update, queue_slots, momentum_copy, cosine_momentum, check_momentum, check_queue_arg, check_queue_fits
+from ..dist import gather_nograd
 
 # %% auto #0
 __all__ = ['get_moco_aug_pipelines', 'MoCoModel', 'create_moco_model', 'MOCO']
@@ -48,11 +48,7 @@ class MOCO(SSLCallback):
     def __init__(self, aug_pipelines, K=4096, m=0.999, temp=0.07, symmetric=False, momentum_schedule=None, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'MOCO')
-        if not 0 <= m <= 1: raise ValueError(f"MOCO: the momentum `m` must be in [0, 1], got {m}")
-        if K is not None and (not isinstance(K, int) or K < 1):
-            raise ValueError(f"MOCO: `K` must be a positive number of queued keys, or None for MoCo v3 (no queue), got {K!r}")
-        if momentum_schedule not in (None, 'cosine'):
-            raise ValueError(f"MOCO: `momentum_schedule` must be None (constant m) or 'cosine' (m to 1), got {momentum_schedule!r}")
+        check_momentum('MOCO', m, momentum_schedule); check_queue_arg('MOCO', K)   # K=None: MoCo v3's in-batch keys
         store_attr('K,m,temp,symmetric,momentum_schedule')
         self.min_bs = 1 if K else 2
         self.encoder_k, self.queue, self.queue_ptr = None, None, 0
@@ -67,10 +63,7 @@ class MOCO(SSLCallback):
 
     def before_fit(self):
         super().before_fit()
-        keys_per_step = self.dls.train.bs * world_size() * (2 if self.symmetric else 1)
-        if self.K and self.K < keys_per_step:
-            raise ValueError(f"MOCO: the queue (K={self.K}) is smaller than the keys written at each step ({keys_per_step}): "
-                             f"use K >= {keys_per_step} (a multiple of it keeps batches contiguous in the queue), or K=None for MoCo v3")
+        check_queue_fits(self, self.K, per_item=2 if self.symmetric else 1)
         d = out_features(get_model(self.learn.model).projector)
         if self.queue is not None and self.queue.shape[1] != d:
             raise ValueError(f"MOCO: the queue holds {self.queue.shape[1]}-d keys but the projector outputs {d}: "

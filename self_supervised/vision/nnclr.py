@@ -14,8 +14,8 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import moco_loss, check_temp
-from ..callback import CatViews, queue_slots
-from ..dist import gather_nograd, world_size
+from ..callback import CatViews, queue_slots, check_queue_fits
+from ..dist import gather_nograd
 
 # %% auto #0
 __all__ = ['get_nnclr_aug_pipelines', 'NNCLRModel', 'create_nnclr_model', 'NNCLR']
@@ -58,8 +58,7 @@ class NNCLR(CatViews):
 
     def before_fit(self):
         super().before_fit()
-        n = self.dls.train.bs * world_size()
-        if self.K < n: raise ValueError(f"NNCLR: the support set (K={self.K}) is smaller than the projections written at each step ({n}): use K >= {n}")
+        check_queue_fits(self, self.K, 'projections')   # the support set is a queue
 
     @torch.no_grad()
     def nearest(self, z):

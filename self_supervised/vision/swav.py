@@ -14,7 +14,7 @@ from fastai.torch_core import apply_init, get_model
 from ..augmentations import get_multi_crop_pipelines
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import sinkhorn_knopp, swav_loss, check_temp, upcast
-from ..callback import SSLCallback, queue_slots
+from ..callback import SSLCallback, queue_slots, check_queue_arg, check_queue_fits
 from ..dist import gather_nograd, world_size, rank
 
 # %% auto #0
@@ -79,8 +79,7 @@ class SWAV(SSLCallback):
         if not ids or len(set(ids)) != len(ids) or not all(isinstance(i, int) and 0 <= i < n for i in ids):
             raise ValueError(f"SWAV: `crop_assgn_ids` must be distinct indices of the {n} pipelines (0 to {n-1}), the large crops, "
                              f"got {crop_assgn_ids!r}")
-        if K is not None and (not isinstance(K, int) or K < 1):
-            raise ValueError(f"SWAV: `K` must be a positive number of queued projections, or None for no queue, got {K!r}")
+        check_queue_arg('SWAV', K, 'projections')
         check_temp(temp, 'SWAV')
         if not eps > 0: raise ValueError(f"SWAV: `eps` (Sinkhorn's entropy weight) must be > 0, got {eps}")
         if not isinstance(n_sinkhorn_iter, int) or n_sinkhorn_iter < 1:
@@ -121,10 +120,7 @@ class SWAV(SSLCallback):
 
     def before_fit(self):
         super().before_fit()
-        n = self.dls.train.bs * world_size()
-        if self.K and self.K < n:
-            raise ValueError(f"SWAV: the queue (K={self.K}) is smaller than the projections written at each step ({n}): "
-                             f"use K >= {n} (the paper keeps about 15 batches), or K=None for no queue")
+        check_queue_fits(self, self.K, 'projections')   # the paper keeps about 15 batches
         shape = (len(self.crop_assgn_ids), self.K, self._protos().in_features)
         if self.queue is not None and tuple(self.queue.shape) != shape:
             raise ValueError(f"SWAV: the queue has shape {tuple(self.queue.shape)} but this model and callback need {shape}: "
