@@ -73,13 +73,16 @@ docs: install data
 docs-check: install data
 	$(PY) tools/make_docs.py --check
 
-# Every benchmark script; each prints its figures. The comparison trains every algorithm of the registry at one small
-# budget (about an hour on 2 cores; larger with --epochs/--n-train) and writes its table into nbs/index.ipynb and README.md
+# Every benchmark script; each prints its figures. The reliability, time-series and Fashion-MNIST tables are written
+# into nbs/index.ipynb and README.md; the comparison trains every algorithm of the registry at one small budget
+# (within an hour on 2 cores; larger with --epochs/--n-train)
 bench: install data
 	$(PY) bench/augment_cost.py
 	$(PY) bench/loss_speed.py
 	$(PY) bench/step_time.py
-	$(PY) bench/reliability.py
+	$(PY) bench/reliability.py --readme
+	$(PY) bench/ts_compare.py --readme
+	$(PY) bench/clip_bench.py
 	$(PY) bench/compare_fmnist.py --readme
 
 clean:

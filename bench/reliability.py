@@ -6,13 +6,14 @@ in the notebooks), the losses fuzzed by hypothesis and their examples; then trai
 for `--steps` steps under bfloat16 autocast on the CPU (`CPUMixedPrecision`, the recipe of the tests: 64 random 28-px
 images, a width-4 small_resnet, batches of 16) and counts the steps whose loss or parameters are not finite.
 
-    python bench/reliability.py [--steps 200] [--algos simclr,moco]
+    python bench/reliability.py [--steps 200] [--algos simclr,moco] [--readme]
 """
 import argparse, json, re, sys, time
 from pathlib import Path
 import torch
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT/'tests'))
+sys.path.insert(0, str(ROOT/'tests')); sys.path.insert(0, str(ROOT/'bench'))
+from readme import write_readme
 
 def coverage() -> dict:
     from self_supervised.cli import ALGOS
@@ -46,16 +47,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--steps', type=int, default=200); ap.add_argument('--algos', default=','.join(ALGOS))
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--readme', action='store_true', help='write the table into nbs/index.ipynb and README.md')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     c = coverage()
     runs = {algo: bf16_steps(algo, a.steps) for algo in a.algos.split(',')}
     for algo, r in runs.items(): print(f"{algo}: {r['steps']} bf16 steps, {r['bad']} non-finite, {r['seconds']:.0f} s")
     steps, bad = sum(r['steps'] for r in runs.values()), sum(r['bad'] for r in runs.values())
-    print("\n| check | figure |\n|---|---|")
-    print(f"| algorithms in the registry (resume exactly, interrupted mid-epoch, bf16, fastai calls, export) | {c['algos']} |")
-    print(f"| bad-input cases with a checked message | {c['bad_input_tests']} pytest tests + {c['bad_input_nb_checks']} notebook checks |")
-    print(f"| losses fuzzed by hypothesis (finite, finite gradients, invariances) | {c['fuzzed_losses']} losses, {c['examples']} examples per run |")
-    print(f"| bfloat16 autocast training steps on the CPU without NaN/Inf | {steps - bad} of {steps} ({len(runs)} algorithms x {a.steps}) |")
+    md = '\n'.join([
+        "| check | figure |", "|---|---|",
+        f"| algorithms in the registry (resume exactly, interrupted mid-epoch, bf16, fastai calls, export) | {c['algos']} |",
+        f"| bad-input cases with a checked message | {c['bad_input_tests']} pytest tests + {c['bad_input_nb_checks']} notebook checks |",
+        f"| losses fuzzed by hypothesis (finite, finite gradients, invariances) | {c['fuzzed_losses']} losses, {c['examples']} examples per run |",
+        f"| bfloat16 autocast training steps on the CPU without NaN/Inf | {steps - bad} of {steps} ({len(runs)} algorithms x {a.steps}) |"])
+    print('\n' + md)
+    if a.readme: write_readme('reliability', md)
 
 if __name__ == '__main__': main()

@@ -2,11 +2,13 @@
 
 A new algorithm is covered by adding it to `ALGOS`: it must resume exactly from a checkpoint, train without
 NaN/Inf in bfloat16 autocast, and survive fastai's usual calls (`summary`, `lr_find`, `fit_one_cycle`,
-`fit_flat_cos`, `validate`, `SaveModelCallback`, `export`/`load_learner`).
+`fit_flat_cos`, `validate`, `get_preds`, the callback's `show`, `SaveModelCallback`, `export`/`load_learner`).
 """
 import math, warnings
 from pathlib import Path
 import pytest, torch
+import matplotlib; matplotlib.use('Agg')
+import matplotlib.pyplot as plt
 from fastai.learner import load_learner
 from fastai.callback.schedule import fit_one_cycle, fit_flat_cos, lr_find   # Learner methods
 from fastai.callback.tracker import SaveModelCallback
@@ -32,6 +34,12 @@ def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
     return ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3, **kwargs)
 
 def _cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))
+
+def _all_finite(p) -> bool:
+    "Every tensor in `p` (a tensor, or nested tuples/lists of them; None for models whose outputs fastai cannot stack) is finite"
+    if p is None: return True
+    if torch.is_tensor(p): return bool(torch.isfinite(p.float()).all())
+    return all(_all_finite(q) for q in p)
 
 @pytest.mark.parametrize('algo', list(ALGOS))
 def test_resumes_exactly(algo):
@@ -63,6 +71,13 @@ def test_fastai_calls(algo, tmp_path):
     assert (tmp_path/'models'/'ckpt_0.pth').exists()
     val = learn.validate()
     assert val is None or all(v is None or math.isfinite(v) for v in val)
+    # what `show_results` starts with (predictions on the validation set), and the callback's own grid of views
+    preds = learn.get_preds()[0]
+    assert _all_finite(preds)
+    if torch.is_tensor(preds): assert len(preds) == len(learn.dls.valid.dataset)
+    _cb(learn).show(n=2)
+    assert len(plt.gcf().axes) == 2 * (1 + len(_cb(learn).aug_pipelines))   # each image and each of its views
+    plt.close('all')
     # a checkpoint written by SaveModelCallback restores the callback's state into a fresh Learner
     fresh = tiny_learner(algo, seed=1, path=tmp_path)
     fresh.load('ckpt_0')
