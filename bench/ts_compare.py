@@ -10,7 +10,7 @@ augmentation) and tested. Prints one markdown table per data set, mean ± standa
 seeds, and the fine-tuning gain paired by seed (same initialisation, same labelled clips); `--readme` writes
 the tables into nbs/index.ipynb and README.md.
 
-    python bench/ts_compare.py [--readme]                        # JapaneseVowels_eq, ts_contrastive, 6 seeds (~5 min)
+    python bench/ts_compare.py [--readme]                        # JapaneseVowels_eq, ts_contrastive, 6 seeds (~2-3 min)
     python bench/ts_compare.py --tasks ts_contrastive,ts_masked_frames,ts_pairwise_circle --datasets JapaneseVowels_eq
 """
 import argparse, copy, sys, time, warnings

@@ -36,7 +36,7 @@ def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
 def _cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))
 
 def _all_finite(p) -> bool:
-    "Every tensor in `p` (a tensor, or nested tuples/lists of them; None for models whose outputs fastai cannot stack) is finite"
+    "Every tensor in `p` (a tensor, nested tuples or lists of them, or None) is finite"
     if p is None: return True
     if torch.is_tensor(p): return bool(torch.isfinite(p.float()).all())
     return all(_all_finite(q) for q in p)
