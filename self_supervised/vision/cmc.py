@@ -14,7 +14,7 @@ from fastai.torch_core import get_model
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import memory_bank_loss, check_temp
 from ..callback import SSLCallback
-from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update
+from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
 from .splitbrain import (lab_input, check_rgb, copy_encoder, LabEncoder, get_lab_aug_pipelines,
                                                _check_n_in)
 
@@ -66,8 +66,7 @@ class CMC(SSLCallback):
     def __init__(self, aug_pipelines, n_neg:int=16384, temp:float=0.07, bank_m:float=0.5, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'CMC')
-        if not 0 <= bank_m < 1: raise ValueError(f"CMC: the bank momentum `bank_m` must be in [0, 1), got {bank_m}")
-        if not isinstance(n_neg, int) or n_neg < 1: raise ValueError(f"CMC: `n_neg` must be a positive int, got {n_neg!r}")
+        check_bank_args('CMC', n_neg, bank_m)
         store_attr('n_neg,temp,bank_m')
         self.bank_l = self.bank_ab = None
 
@@ -81,7 +80,7 @@ class CMC(SSLCallback):
         if learn is None or getattr(learn, 'dls', None) is None or self.bank_l is not None: return
         model = get_model(learn.model)
         n, p = len(learn.dls.train.dataset), next(model.parameters())
-        if self.n_neg >= n: raise ValueError(f"CMC: `n_neg={self.n_neg}` negatives need more than {n} training items: lower n_neg")
+        check_bank_size('CMC', self.n_neg, n)
         self.bank_l, self.bank_ab = new_memory_bank(n, out_features(model.l_head), p.device), new_memory_bank(n, out_features(model.ab_head), p.device)
 
     def _check_input(self, x):

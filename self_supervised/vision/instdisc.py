@@ -18,8 +18,8 @@ from ..dist import gather_nograd
 from .simclr import SimCLRModel, create_simclr_model
 
 # %% auto #0
-__all__ = ['get_instdisc_aug_pipelines', 'new_memory_bank', 'bank_negatives', 'bank_update', 'item_indices',
-           'create_instdisc_model', 'InstDisc']
+__all__ = ['get_instdisc_aug_pipelines', 'new_memory_bank', 'bank_negatives', 'bank_update', 'item_indices', 'check_bank_args',
+           'check_bank_size', 'create_instdisc_model', 'InstDisc']
 
 # %% ../../nbs/15_instdisc.ipynb #6f5851cd
 def new_memory_bank(n:int, d:int, device=None) -> Tensor:
@@ -49,6 +49,15 @@ def item_indices(yb:tuple, n:int, n_items:int, name:str) -> Tensor:
                          f"do not change it after creating the Learner")
     return idx
 
+def check_bank_args(name:str, n_neg, bank_m):
+    "Raise a clear error unless the bank momentum `bank_m` is in [0, 1) and `n_neg` is a positive int"
+    if not 0 <= bank_m < 1: raise ValueError(f"{name}: the bank momentum `bank_m` must be in [0, 1), got {bank_m}")
+    if not isinstance(n_neg, int) or n_neg < 1: raise ValueError(f"{name}: `n_neg` must be a positive int, got {n_neg!r}")
+
+def check_bank_size(name:str, n_neg:int, n:int):
+    "Raise a clear error unless a bank of `n` training items has `n_neg` items other than each anchor's own"
+    if n_neg >= n: raise ValueError(f"{name}: `n_neg={n_neg}` negatives need more than {n} training items: lower n_neg")
+
 # %% ../../nbs/15_instdisc.ipynb #462ceedf
 def create_instdisc_model(encoder:nn.Module, projection_size=128) -> SimCLRModel:
     "Encoder and a linear projection to the embedding (the paper's 128-d head)"
@@ -62,8 +71,7 @@ class InstDisc(SSLCallback):
     def __init__(self, aug_pipelines, n_neg=4096, temp=0.07, bank_m=0.5, prox=0., print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'InstDisc')
-        if not 0 <= bank_m < 1: raise ValueError(f"InstDisc: the bank momentum `bank_m` must be in [0, 1), got {bank_m}")
-        if not isinstance(n_neg, int) or n_neg < 1: raise ValueError(f"InstDisc: `n_neg` must be a positive int, got {n_neg!r}")
+        check_bank_args('InstDisc', n_neg, bank_m)
         store_attr('n_neg,temp,bank_m,prox')
         self.bank = None
 
@@ -71,7 +79,7 @@ class InstDisc(SSLCallback):
         learn = getattr(self, 'learn', None)
         if learn is None or self.bank is not None or getattr(learn, 'dls', None) is None: return
         n, p = len(learn.dls.train.dataset), next(learn.model.parameters())
-        if self.n_neg >= n: raise ValueError(f"InstDisc: `n_neg={self.n_neg}` negatives need more than {n} training items: lower n_neg")
+        check_bank_size('InstDisc', self.n_neg, n)
         self.bank = new_memory_bank(n, out_features(learn.model), p.device)
 
     def make_batch(self, views):

@@ -18,7 +18,7 @@ from ..losses import check_temp, nce_log_z, pirl_loss
 from ..callback import SSLCallback
 from ..dist import gather_nograd
 from .jigsaw import jigsaw_tiles, shuffle_tiles, standardize_tiles
-from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update
+from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
 from .cmc import linear_head
 
 # %% auto #0
@@ -54,9 +54,8 @@ class PIRL(SSLCallback):
         super().__init__(aug_pipelines, print_augs)
         if grid not in (2, 3): raise ValueError(f"PIRL: `grid` must be 2 or 3 (the paper's 3x3), got {grid!r}")
         check_temp(temp, 'PIRL')
-        if not 0 <= bank_m < 1: raise ValueError(f"PIRL: the bank momentum `bank_m` must be in [0, 1), got {bank_m}")
+        check_bank_args('PIRL', n_neg, bank_m)
         if not 0 <= lmb <= 1: raise ValueError(f"PIRL: `lmb` weighs the tiles' and the image's terms and must be in [0, 1], got {lmb}")
-        if not isinstance(n_neg, int) or n_neg < 1: raise ValueError(f"PIRL: `n_neg` must be a positive int, got {n_neg!r}")
         store_attr('grid,tile_size,n_neg,temp,bank_m,lmb,nce,standardize')
         self.bank = self.log_z = None
 
@@ -73,7 +72,7 @@ class PIRL(SSLCallback):
         if learn is None or getattr(learn, 'dls', None) is None or self.bank is not None: return
         model = get_model(learn.model)
         n = len(learn.dls.train.dataset)
-        if self.n_neg >= n: raise ValueError(f"PIRL: `n_neg={self.n_neg}` negatives need more than {n} training items: lower n_neg")
+        check_bank_size('PIRL', self.n_neg, n)
         self.bank = new_memory_bank(n, out_features(model.f_head), next(model.parameters()).device)
 
     def make_batch(self, views):
