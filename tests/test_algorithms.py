@@ -4,13 +4,11 @@ A new algorithm is covered by adding it to `ALGOS`: it must resume exactly from 
 NaN/Inf in bfloat16 autocast, and survive fastai's usual calls (`summary`, `lr_find`, `fit_one_cycle`,
 `fit_flat_cos`, `validate`, `get_preds`, the callback's `show`, `SaveModelCallback`, `export`/`load_learner`).
 """
-import math, warnings
 from pathlib import Path
 import pytest, torch
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
-from fastai.learner import load_learner
-from fastai.callback.schedule import fit_one_cycle, fit_flat_cos, lr_find   # Learner methods
+from fastai.callback.schedule import fit_flat_cos   # a Learner method
 from fastai.callback.tracker import SaveModelCallback
 from self_supervised.training import CPUMixedPrecision
 from self_supervised.cli import ALGOS, ssl_learner, algo_images
@@ -19,6 +17,7 @@ from fastai.torch_core import set_seed
 from self_supervised.callback import SSLCallback, SeedEpochs, check_resume, _assert_same
 from self_supervised.data import ssl_dls
 from self_supervised.layers import create_encoder
+from fastai_checks import fit_with_fastai_calls, assert_validates, assert_export_roundtrip
 
 N, BS = 64, 16
 
@@ -60,17 +59,12 @@ def test_bf16_autocast_stays_finite(algo):
 @pytest.mark.parametrize('algo', list(ALGOS))
 def test_fastai_calls(algo, tmp_path):
     learn = tiny_learner(algo, path=tmp_path)
-    assert type(learn.model).__name__ in learn.summary()
+    fit_with_fastai_calls(learn, num_it=6)
     with learn.no_bar(), learn.no_logging():
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')   # lr_find may stop early on tiny data
-            learn.lr_find(num_it=6, show_plot=False)
-        learn.fit_one_cycle(1, 1e-3)
         learn.fit_flat_cos(1, 1e-3)
         learn.fit(1, 1e-3, cbs=SaveModelCallback(every_epoch=True, fname='ckpt', with_opt=True))
     assert (tmp_path/'models'/'ckpt_0.pth').exists()
-    val = learn.validate()
-    assert val is None or all(v is None or math.isfinite(v) for v in val)
+    assert_validates(learn)
     # what `show_results` starts with (predictions on the validation set), and the callback's own grid of views
     preds = learn.get_preds()[0]
     assert _all_finite(preds)
@@ -89,12 +83,7 @@ def test_export_and_load_learner(algo, tmp_path):
     "`learn.export()` pickles the Learner with its callback; `load_learner` gives back one that still predicts"
     learn = tiny_learner(algo, path=tmp_path)
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
-    learn.export('learner.pkl')
-    back = load_learner(tmp_path/'learner.pkl', cpu=True)
-    x = learn.dls.valid.one_batch()[0][:4]
-    learn.model.eval(); back.model.eval()
-    with torch.no_grad(): a, b = learn.model.encoder(x), back.model.encoder(x)
-    torch.testing.assert_close(a, b)
+    back = assert_export_roundtrip(learn, tmp_path)
     assert isinstance(_cb(back), type(_cb(learn)))
 
 class _Crash(Callback):

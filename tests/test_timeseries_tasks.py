@@ -4,15 +4,14 @@ A new task is covered by adding it to `TS_ALGOS`: it must resume exactly from a 
 and callback state), train without NaN/Inf in bfloat16 autocast on the CPU, and survive fastai's usual calls
 (`summary`, `lr_find`, `fit_one_cycle`, `validate`, `export`/`load_learner`).
 """
-import math, warnings
+import math
 import pytest, torch
-from fastai.learner import load_learner
-from fastai.callback.schedule import fit_one_cycle, lr_find   # Learner methods
 from fastai.torch_core import set_seed
 from self_supervised.training import CPUMixedPrecision
 from self_supervised.callback import SSLCallback, check_resume
 from self_supervised.timeseries.data import synthetic_poses, ts_dls
 from self_supervised.timeseries.registry import TS_ALGOS, ts_learner
+from fastai_checks import fit_with_fastai_calls, assert_validates, assert_export_roundtrip
 
 N, BS, T = 48, 16, 40
 
@@ -67,20 +66,9 @@ def test_transformer_encoder(algo):
 def test_fastai_calls(algo, tmp_path):
     "`summary`, `lr_find`, `fit_one_cycle`, `validate`, `export` and `load_learner` work with every task"
     learn = tiny_ts_learner(algo, path=tmp_path)
-    assert type(learn.model).__name__ in learn.summary()
-    with learn.no_bar(), learn.no_logging():
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')   # lr_find may stop early on tiny data
-            learn.lr_find(num_it=5, show_plot=False)
-        learn.fit_one_cycle(1, 1e-3)
-    val = learn.validate()
-    assert val is None or all(v is None or math.isfinite(v) for v in val)
-    learn.export('learner.pkl')
-    back = load_learner(tmp_path/'learner.pkl', cpu=True)
-    x = learn.dls.valid.one_batch()[0][:4]
-    learn.model.eval(); back.model.eval()
-    enc_a, enc_b = learn.model.encoder, back.model.encoder
-    torch.testing.assert_close(enc_a(x), enc_b(x))
+    fit_with_fastai_calls(learn, num_it=5)
+    assert_validates(learn)
+    assert_export_roundtrip(learn, tmp_path)
 
 def test_multitask_state_roundtrip(tmp_path):
     "MultiTask saves and restores the state of the tasks it holds, under their names"
