@@ -59,7 +59,11 @@ def extract_features(encoder:nn.Module, data, tfm=None, bs=512, device=None) -> 
             x = x.to(device)
             x = x.float().div(255.) if x.dtype == torch.uint8 else x.float()
             if tfm is not None: x = tfm(x)
-            feats.append(encoder(x).float().cpu())
+            f = encoder(x)
+            if not isinstance(f, Tensor) or f.ndim != 2:
+                raise ValueError(f"The encoder must output one feature vector per sample, (batch, features), got "
+                                 f"{tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__}: end it with a global pooling and a flatten")
+            feats.append(f.float().cpu())
     finally: encoder.train(was_training)
     if not feats: raise ValueError("`data` is empty: nothing to extract features from")
     return torch.cat(feats)
@@ -179,25 +183,13 @@ class InputTfm(Callback):
         self.learn.xb = (self.tfm(self.xb[0]),) + tuple(self.xb[1:])
         self.learn.yb = tuple(self.yb[:1])   # a loader `with_idx` adds item indices the loss does not take
 
-@torch.no_grad()
-def _features(encoder:nn.Module, x:Tensor, tfm) -> Tensor:
-    p = next(encoder.parameters(), None)
-    if p is not None: x = x.to(p.device)
-    was_training = encoder.training; encoder.eval()
-    try: f = encoder(tfm(x))
-    finally: encoder.train(was_training)
-    if not isinstance(f, Tensor) or f.ndim != 2:
-        raise ValueError(f"The encoder must output one feature vector per sample, (batch, features), got "
-                         f"{tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__}: end it with a global pooling and a flatten")
-    return f.float().cpu()
-
 def classifier_learner(encoder:nn.Module, dls, n_classes:int|None=None, frozen:bool=False, size=None, stats=None,
                        bn:bool=True, dropout:float=0., metrics=accuracy, **kwargs) -> Learner:
     "A fastai classification `Learner` on the labelled `dls`: `encoder` and a linear head, in two parameter groups (encoder, head)"
     n_classes = check_labels(dls, n_classes)
     encoder.zero_grad(set_to_none=True)   # stale gradients would be stepped by fastai's optimiser, frozen or not
     tfm = eval_pipeline(size, stats)
-    f = _features(encoder, dls.train.one_batch()[0], tfm)
+    f = extract_features(encoder, dls.train.one_batch()[0], tfm)
     head = classifier_head(f.shape[1], n_classes, bn, dropout)
     if bn and len(f) > 1: head[0].running_mean.copy_(f.mean(0)); head[0].running_var.copy_(f.var(0))
     cbs = [InputTfm(tfm)] + list(L(kwargs.pop('cbs', None)))
