@@ -55,6 +55,10 @@ __all__ = ['UNLABELLED', 'ALGOS', 'algo_images', 'ssl_args', 'ssl_learner', 'ssl
 # %% ../nbs/80_cli.ipynb #caf502fd
 UNLABELLED = 10   # the class id SupCon treats as 'no label' (Fashion-MNIST has classes 0-9)
 
+def _clip_views(a): return get_clip_aug_pipelines(a.size, stats=a.stats)
+def _clip_model(enc, a):   # CLIP and CLIP-MoCo: the same towers
+    return create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp)
+
 def _views(a, n=2):
     return get_multi_aug_pipelines(n, a.size, stats=a.stats, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6))
 
@@ -155,11 +159,9 @@ ALGOS = {
                    cb=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp)),
     # image-text: captions made from each batch's labels and its measured tone and texture (the images come with no
     # text); one view, crops and flips only (colour jitter or blur would contradict the captions)
-    'clip':   dict(temp=0.07, augs=lambda a: get_clip_aug_pipelines(a.size, stats=a.stats),
-                   model=lambda enc, a: create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp),
+    'clip':   dict(temp=0.07, augs=_clip_views, model=_clip_model,
                    cb=lambda augs, a: CLIP(augs, captions=FMNISTCaptioner())),
-    'clip_moco': dict(temp=0.07, augs=lambda a: get_clip_aug_pipelines(a.size, stats=a.stats),
-                   model=lambda enc, a: create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp),
+    'clip_moco': dict(temp=0.07, augs=_clip_views, model=_clip_model,
                    cb=lambda augs, a: CLIPMOCO(augs, K=4096, m=0.99, captions=FMNISTCaptioner())),
 }
 
