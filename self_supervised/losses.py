@@ -145,26 +145,23 @@ def supcon_loss(z:Tensor, labels:Tensor, temp:float=0.07) -> Tensor:
     return (torch.logsumexp(logits, dim=1) - pos_sum / npos).mean()
 
 # %% ../nbs/03_losses.ipynb #654d0a2e
-@float32_loss
-def memory_bank_loss(v:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
-    "Softmax over one positive bank entry `pos` (B, D) and sampled negatives `neg` (B, m, D) for embeddings `v` (B, D)"
-    if v.ndim != 2 or pos.shape != v.shape or neg.ndim != 3 or neg.shape[0] != len(v) or neg.shape[2] != v.shape[1]:
-        raise ValueError(f"`memory_bank_loss` expects v (B, D), pos (B, D) and neg (B, m, D); got {tuple(v.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
-    check_temp(temp, 'memory_bank_loss')
-    v = F.normalize(upcast(v), dim=1)
-    logits = torch.cat([(v * pos.to(v)).sum(1, keepdim=True), torch.bmm(neg.to(v), v[:, :, None])[..., 0]], dim=1) / temp
-    return F.cross_entropy(logits, torch.zeros(len(v), dtype=torch.long, device=v.device))
-
-# %% ../nbs/03_losses.ipynb #d6668e6e
-def _check_bank_args(u:Tensor, pos:Tensor, neg:Tensor, fn:str):
+def _check_bank_args(u:Tensor, pos:Tensor, neg:Tensor, fn:str, name:str='u'):
     if u.ndim != 2 or pos.shape != u.shape or neg.ndim != 3 or neg.shape[0] != len(u) or neg.shape[2] != u.shape[1]:
-        raise ValueError(f"`{fn}` expects u (B, D), pos (B, D) and neg (B, m, D); got {tuple(u.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
+        raise ValueError(f"`{fn}` expects {name} (B, D), pos (B, D) and neg (B, m, D); got {tuple(u.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
 
 def _bank_scores(u:Tensor, pos:Tensor, neg:Tensor, temp:float) -> tuple:
     "Cosine scores / temp of the normalised `u` against its positive and its negatives: (B,) and (B, m)"
     u = F.normalize(upcast(u), dim=1)
     return (u * pos.to(u)).sum(1) / temp, torch.bmm(neg.to(u), u[:, :, None])[..., 0] / temp
 
+@float32_loss
+def memory_bank_loss(v:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
+    "Softmax over one positive bank entry `pos` (B, D) and sampled negatives `neg` (B, m, D) for embeddings `v` (B, D)"
+    _check_bank_args(v, pos, neg, 'memory_bank_loss', 'v'); check_temp(temp, 'memory_bank_loss')
+    s_pos, s_neg = _bank_scores(v, pos, neg, temp)
+    return F.cross_entropy(torch.cat([s_pos[:, None], s_neg], dim=1), torch.zeros(len(v), dtype=torch.long, device=v.device))
+
+# %% ../nbs/03_losses.ipynb #d6668e6e
 @float32_loss
 def nce_log_z(u:Tensor, pos:Tensor, neg:Tensor, n_items:int, temp:float=0.07) -> Tensor:
     "Estimate of log Z, the partition function of exp(s/temp) over `n_items` bank entries: log(n_items * mean exp(s/temp)) over the batch's scores"
