@@ -1,4 +1,4 @@
-"""What every self-supervised callback shares: views in `before_batch`, the loss, `show`, and state saved with the `Learner`
+"""What every self-supervised callback shares: views in `before_batch`, the loss, `show`, and state kept in the model
 
 Docs: https://self-supervised.github.io/self_supervised/callback.html.md"""
 
@@ -6,25 +6,27 @@ Docs: https://self-supervised.github.io/self_supervised/callback.html.md"""
 
 # %% ../nbs/04_callback.ipynb #7240ee07
 from __future__ import annotations
-import copy, math, os, tempfile, warnings
+import copy, math, os, sys, tempfile, types, warnings
 import numpy as np
 import torch
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.learner import Learner
+from fastai.learner import Learner, save_model
 from fastai.callback.core import Callback
-from fastai.torch_core import get_model, rank_distrib, distrib_barrier, set_seed, apply
+from fastai.torch_core import get_model, rank_distrib, set_seed, apply
 from fastai.callback.core import CancelFitException
+from fastai.callback.tracker import TrackerCallback, SaveModelCallback
 import fastai.callback.progress   # Learner.no_bar, used by check_resume
 from fastai.vision.learner import in_channels
 from .augmentations import assert_aug_pipelines
 from .layers import atomic_write
 from .losses import upcast, float32_loss
-from .dist import world_size
+from .dist import world_size, gloo_broadcast
 
 # %% auto #0
-__all__ = ['decoded_views', 'SSLCallback', 'CatViews', 'ema_update', 'momentum_copy', 'cosine_momentum', 'queue_slots',
-           'check_momentum', 'check_queue_arg', 'check_queue_fits', 'SeedEpochs', 'check_resume']
+__all__ = ['STATE', 'decoded_views', 'unwrap_model', 'SSLState', 'SSLCallback', 'CatViews', 'per_item', 'view_major',
+           'ema_update', 'momentum_copy', 'cosine_momentum', 'queue_slots', 'check_momentum', 'check_queue_arg',
+           'check_queue_fits', 'SSLLearner', 'convert_checkpoint', 'SeedEpochs', 'check_resume']
 
 # %% ../nbs/04_callback.ipynb #6ffd66ac
 @torch.no_grad()
@@ -33,12 +35,64 @@ def decoded_views(x, aug_pipelines) -> list:
     return [aug.decode(aug(x)).clamp(0, 1) for aug in aug_pipelines]
 
 # %% ../nbs/04_callback.ipynb #4b6c9d4e
+STATE = 'ssl_state'   # the model's attribute that holds an SSL callback's state
+
+def unwrap_model(model:nn.Module) -> nn.Module:
+    "The model inside DDP/DataParallel (fastai's `get_model`) and `torch.compile` wrappers"
+    m, dyn = get_model(model), sys.modules.get('torch._dynamo.eval_frame')   # nothing was compiled if dynamo is not loaded
+    while dyn is not None and isinstance(m, dyn.OptimizedModule): m = get_model(m._orig_mod)
+    return m
+
+def _refuse_old_checkpoint(module, state_dict, prefix, *args):
+    "A `load_state_dict` pre-hook of the model: a clear error for the checkpoints of version 0.1"
+    if prefix + 'ssl_callbacks' in state_dict:
+        raise ValueError("This checkpoint was written by self_supervised 0.1, which kept the callbacks' state next to the model "
+                         "(under 'ssl_callbacks'); it now lives in the model. Convert the file once with "
+                         "`self_supervised.callback.convert_checkpoint(path)`, then load it again")
+
+class SSLState(nn.Module):
+    "The training state of an SSL callback (momentum encoders, queues, banks...): buffers and submodules of the model"
+    def __init__(self, owner:str):
+        super().__init__()
+        self.owner = owner
+    def forward(self, x): return x   # a no-op, should the model be an `nn.Sequential`, which calls every child
+    def extra_repr(self): return f"state of {self.owner}"
+
+# %% ../nbs/04_callback.ipynb #b3e8f5a1
+class _InModel:
+    "An attribute of an `SSLCallback` that lives in the model's `SSLState`"
+    def __init__(self, name): self.name = name
+    def __get__(self, cb, owner=None):
+        if cb is None: return self
+        st = cb.state
+        return None if st is None else st._buffers.get(self.name, st._modules.get(self.name))
+    def __set__(self, cb, v):
+        st = cb.state
+        if v is None:   # `None` means "not created yet": drop it
+            if st is not None: st._buffers.pop(self.name, None); st._modules.pop(self.name, None)
+            return
+        if st is None: st = cb._new_state()
+        if isinstance(v, nn.Module): setattr(st, self.name, v); return
+        cur = st._buffers.get(self.name)
+        with torch.no_grad():
+            if cur is not None and (not isinstance(v, Tensor) or (v.shape == cur.shape and v.dtype == cur.dtype)):
+                if v is not cur: cur.copy_(torch.as_tensor(v))
+            else: st.register_buffer(self.name, torch.as_tensor(v, device=None if isinstance(v, Tensor) else cb._device()).detach())
+
+# %% ../nbs/04_callback.ipynb #c91f0d2b
 class SSLCallback(Callback):
     "Base class of SSL callbacks: subclasses define `make_batch(views) -> (xb, yb)` and `lf(pred, *yb)`"
     order, run_valid = 10, True   # after fastai's CastToTensor (9): views are made from the batch the model will see
     n_views = None                # number of pipelines the method needs (None: any number >= 1)
     min_bs = 1                    # smallest batch the loss is defined for
-    _state = ()                   # attribute names saved with `learn.save`
+    has_valid_loss = True         # False where validation batches give no loss (items without a memory-bank entry...)
+    _state = ()                   # attribute names kept in the model's `SSLState`
+    _owner = None                 # the `MultiTask` running this callback as one of its tasks, if any
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for k in cls.__dict__.get('_state', ()):
+            if not isinstance(getattr(cls, k, None), _InModel): setattr(cls, k, _InModel(k))
 
     def __init__(self, aug_pipelines, print_augs=False):
         assert_aug_pipelines(aug_pipelines, self.n_views)
@@ -47,8 +101,71 @@ class SSLCallback(Callback):
         if print_augs:
             for p in self.aug_pipelines: print(p)
 
+    def __setattr__(self, name, value):
+        if name == 'learn': self._check_learner(value)
+        super().__setattr__(name, value)
+        if name == 'learn' and value is not None:
+            st = self.__dict__.pop('_detached', None)
+            if st is not None and self.state is None: self._adopt(st)
+            self.init_state()   # the state exists as soon as there is a model: `learn.load` finds it
+
+    def _check_learner(self, learn):
+        old = self.__dict__.get('learn')
+        if learn is None or learn is old: return
+        if old is not None and self in getattr(old, 'cbs', []):
+            raise ValueError(f"This {type(self).__name__} callback already serves another Learner: create a new one for this Learner "
+                             f"(or remove it from the other first, `learn.remove_cb(cb)`)")
+        if self._owner is not None: return
+        other = next((cb for cb in getattr(learn, 'cbs', []) if isinstance(cb, SSLCallback) and cb is not self), None)
+        if other is not None:
+            raise ValueError(f"The Learner already has the SSL callback {type(other).__name__}: one SSL method per Learner "
+                             f"(remove it first with `learn.remove_cb(learn.{other.name})`; to train sequence tasks together, use `MultiTask`)")
+        st = getattr(unwrap_model(learn.model), self.state_name, None) if getattr(learn, 'model', None) is not None else None
+        if st is not None and st.owner != type(self).__name__:
+            raise ValueError(f"The model holds the state of {st.owner} (`model.{self.state_name}`), not of {type(self).__name__}: "
+                             f"train {type(self).__name__} on a fresh model, or drop that state with `del model.{self.state_name}`")
+
+    @property
+    def state_name(self) -> str: return STATE if self._owner is None else f'{STATE}_{self._owner_key}'
+    @property
+    def state(self) -> SSLState|None:
+        "This callback's `SSLState`: the model's (None before anything was stored), or the callback's own before it joins a Learner"
+        model = getattr(self.learn, 'model', None)
+        return self.__dict__.get('_detached') if model is None else getattr(unwrap_model(model), self.state_name, None)
+
+    def _new_state(self) -> SSLState:
+        st = SSLState(type(self).__name__)
+        if getattr(self.learn, 'model', None) is None: self.__dict__['_detached'] = st   # moves into the model when the callback joins a Learner
+        else: self._adopt(st)
+        return st
+
+    def _adopt(self, st:SSLState):
+        m = unwrap_model(self.learn.model)
+        m.add_module(self.state_name, st.to(self._device() or 'cpu'))
+        if not any(getattr(h, 'hook', h) is _refuse_old_checkpoint for h in m._load_state_dict_pre_hooks.values()):
+            m.register_load_state_dict_pre_hook(_refuse_old_checkpoint)
+
+    def _model(self) -> nn.Module|None:
+        "The Learner's model, out of its DDP/compile wrappers (None before the callback joins a Learner)"
+        model = getattr(self.learn, 'model', None)
+        return None if model is None else unwrap_model(model)
+
+    def _device(self):
+        p = None if self._model() is None else next(self._model().parameters(), None)
+        return None if p is None else p.device
+
     def init_state(self):
-        "Create the state in `_state` that does not exist yet (called before training, validation and loading)"
+        "Create the state in `_state` that does not exist yet (called when the callback joins a Learner, and before training and validation)"
+
+    def state_dict(self) -> dict:
+        "The callback's state: its part of the model's state dict (keys without the `ssl_state.` prefix)"
+        st = self.state
+        return {} if st is None else st.state_dict()
+
+    def load_state_dict(self, sd:dict):
+        "Load `sd` (from `state_dict`) into the callback's state in the model"
+        self.init_state()
+        self.state.load_state_dict(sd)
 
     def _setup(self):
         self.init_state()
@@ -58,21 +175,28 @@ class SSLCallback(Callback):
         "`lf` in float32 whatever the mixed precision: autocast off, half-precision predictions and targets upcast"
         up = lambda t: upcast(t) if isinstance(t, Tensor) else t
         return float32_loss(self.lf)(apply(up, pred), *apply(up, yb))
-    # `validate`, `get_preds` and `summary` run without `before_fit`; a callback added with `add_cb` gets no `after_create`
+    # `validate`, `get_preds` and `summary` run without `before_fit`
     def after_create(self): self._setup()
-    def before_validate(self): self._setup()
     def before_fit(self):
         self._setup(); self._n_in = None
-        self._state_to_model_device()
+        self._check_fastai_cbs()
 
-    def _state_to_model_device(self):
-        "Put every tensor and module of `_state` on the model's device (state may be created or loaded elsewhere)"
-        p = next(self.learn.model.parameters(), None)
-        if p is None: return
-        for k in self._state:
-            v = getattr(self, k, None)
-            if isinstance(v, nn.Module): v.to(p.device)
-            elif isinstance(v, Tensor): setattr(self, k, v.to(p.device))
+    def _check_fastai_cbs(self):
+        "Clear errors, when training starts, for fastai callbacks that cannot work with this method (they would fail at the end of the first epoch)"
+        for cb in self.learn.cbs:
+            compares = not (isinstance(cb, SaveModelCallback) and cb.every_epoch)   # saving every epoch reads no value
+            if isinstance(cb, TrackerCallback) and compares and cb.monitor == 'valid_loss' and not self.has_valid_loss:
+                raise ValueError(f"{type(cb).__name__} monitors 'valid_loss', but {type(self).__name__} computes no validation loss (its "
+                                 f"validation images have no memory-bank entry or class): pass `monitor='train_loss'`")
+            if type(cb).__name__ == 'TensorBoardCallback':
+                if getattr(cb, 'log_preds', False):
+                    raise ValueError("TensorBoardCallback(log_preds=True) logs the predictions as labelled results (`show_results`), which an "
+                                     "SSL model does not make: pass `log_preds=False`")
+                if not self.has_valid_loss:
+                    raise ValueError(f"fastai's TensorBoardCallback writes every column of the Recorder and fails on an empty one, but "
+                                     f"{type(self).__name__} has no validation loss (an empty `valid_loss`): log with `CSVLogger` instead")
+    def before_train(self): gloo_broadcast(self.learn.dl)
+    def before_validate(self): self._setup(); gloo_broadcast(self.learn.dl)
 
     @property
     def aug1(self): return self.aug_pipelines[0]
@@ -110,22 +234,6 @@ class SSLCallback(Callback):
     def make_batch(self, views): raise NotImplementedError
     def lf(self, pred, *yb): raise NotImplementedError
 
-    def state_dict(self) -> dict:
-        "The callback's state: modules as their `state_dict`, tensors and numbers as they are"
-        return {k: (v.state_dict() if isinstance(v, nn.Module) else v)
-                for k in self._state if (v := getattr(self, k, None)) is not None}
-
-    def load_state_dict(self, sd:dict):
-        "Restore the state saved by `state_dict`; tensors keep the device of the existing state"
-        if getattr(self, 'learn', None) is not None: self.init_state()
-        unknown = set(sd) - set(self._state)
-        if unknown: raise KeyError(f"{type(self).__name__} has no state named {sorted(unknown)}: the checkpoint was saved by another callback")
-        for k, v in sd.items():
-            cur = getattr(self, k, None)
-            if isinstance(cur, nn.Module): cur.load_state_dict(v)
-            elif isinstance(cur, Tensor) and isinstance(v, Tensor): setattr(self, k, v.to(cur.device))
-            else: setattr(self, k, v)
-
     @torch.no_grad()
     def show(self, n=1, x=None, figsize=None):
         "Show `n` images of a batch (the first training batch if `x` is None) next to each of their views"
@@ -151,21 +259,32 @@ class CatViews(SSLCallback):
     "Base of the methods that feed all their views to the model as one batch (view-major); `lf` gets the output for all of them"
     def make_batch(self, views): return (torch.cat(views),), (torch.zeros(len(views[0]), device=views[0].device),)
 
+# %% ../nbs/04_callback.ipynb #b4c5d6e8
+def per_item(t:Tensor, n:int) -> Tensor:
+    "Rows of `t` for `k` views of `n` items, view-major `(k*n, ...)`, grouped per item: `(n, k, ...)`"
+    return t.view(-1, n, *t.shape[1:]).transpose(0, 1)
+
+def view_major(t:Tensor) -> Tensor:
+    "The inverse of `per_item`: `(n, k, ...)` back to the view-major `(k*n, ...)`"
+    return t.transpose(0, 1).flatten(0, 1)
+
 # %% ../nbs/04_callback.ipynb #4f517939
 @torch.no_grad()
 def ema_update(target:nn.Module, online:nn.Module, m:float):
     "Move every parameter of `target` towards the same-named parameter of `online`: `t = t*m + o*(1-m)`"
-    src = dict(online.named_parameters())
-    for n, t in target.named_parameters():
+    src = dict(unwrap_model(online).named_parameters())
+    for n, t in unwrap_model(target).named_parameters():
         if n not in src: raise KeyError(f"`ema_update`: the online model has no parameter `{n}`: the target must be a copy of (part of) it")
         t.copy_(t * m + src[n].detach() * (1. - m))
 
 # %% ../nbs/04_callback.ipynb #19a42f1f
 def momentum_copy(model:nn.Module, drop=('predictor',)) -> nn.Module:
-    "A frozen deep copy of `model`, with its submodules named in `drop` set to None (the online side's extras)"
-    target = copy.deepcopy(model).requires_grad_(False)
-    for name in drop:
-        if getattr(target, name, None) is not None: setattr(target, name, None)
+    "A frozen deep copy of `model` without its `SSLState`, and with its submodules named in `drop` set to None (the online side's extras)"
+    model = unwrap_model(model)
+    # modules mapped to None in deepcopy's memo are not copied at all (a memory bank can be large)
+    memo = {id(m): None for n in (*drop, STATE) if isinstance(m := getattr(model, n, None), nn.Module)}
+    target = copy.deepcopy(model, memo).requires_grad_(False)
+    target._modules.pop(STATE, None)
     return target
 
 def cosine_momentum(m:float, pct:float) -> float:
@@ -173,9 +292,9 @@ def cosine_momentum(m:float, pct:float) -> float:
     return 1 - (1 - m) * (math.cos(math.pi * pct) + 1) / 2
 
 # %% ../nbs/04_callback.ipynb #fc2c9e2d
-def queue_slots(ptr:int, n:int, size:int, device=None):
-    "Rows of a circular buffer of `size` rows for `n` entries written at `ptr`, and the pointer after them"
-    return (ptr + torch.arange(n, device=device)) % size, int((ptr + n) % size)
+def queue_slots(ptr, n:int, size:int, device=None):
+    "Rows of a circular buffer of `size` rows for `n` entries written at `ptr` (an int or a 0-d tensor), and the pointer after them"
+    return (ptr + torch.arange(n, device=device)) % size, (ptr + n) % size
 
 # %% ../nbs/04_callback.ipynb #d16cd75f
 def check_momentum(name:str, m, schedule=None):
@@ -199,44 +318,39 @@ def check_queue_fits(cb:Callback, K, what:str='keys', per_item:int=1):
 # %% ../nbs/04_callback.ipynb #e871463d
 def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallback)]
 
+def _no_loss(*args):
+    raise ValueError("This Learner has no loss: add an SSL callback (e.g. `cbs=SimCLR(augs)`), which provides it, or pass `loss_func`")
+
+class SSLLearner(Learner):
+    "A `Learner` for SSL pretraining: the SSL callback provides the loss, and checkpoints are written atomically by the first process"
+    def __init__(self, dls, model, loss_func=None, **kwargs): super().__init__(dls, model, loss_func=ifnone(loss_func, _no_loss), **kwargs)
+
+    @delegates(save_model)
+    def save(self, file, **kwargs):
+        "Save the model (with its SSL state) and the optimizer to `self.path/self.model_dir/file`, as fastai does, but atomically"
+        if rank_distrib(): return self.path/self.model_dir/f'{file}.pth'   # only rank 0 writes (and creates folders)
+        file = join_path_file(file, self.path/self.model_dir, ext='.pth')
+        return atomic_write(file, lambda f: save_model(f, self.model, getattr(self, 'opt', None), **kwargs))
+
+# %% ../nbs/04_callback.ipynb #e5b7a3f2
 def _safe_globals():
     "The non-tensor types fastai's optimizer state holds, allowed by `weights_only` loading"
     return torch.serialization.safe_globals([L, np.dtype, np._core.multiarray.scalar, *[getattr(np.dtypes, d) for d in np.dtypes.__all__]])
 
-@patch
-def save(self:Learner, file, with_opt=True, pickle_protocol=2):
-    "Save the model, the optimizer (if `with_opt`) and all `SSLCallback` state to `self.path/self.model_dir/file`, atomically"
-    if rank_distrib(): return file   # only rank 0 writes (and creates folders)
-    file = join_path_file(file, self.path/self.model_dir, ext='.pth')
-    opt, model_sd = getattr(self, 'opt', None), get_model(self.model).state_dict()
-    state = {'model': model_sd, 'opt': opt.state_dict()} if with_opt and opt is not None else model_sd
-    cbs = {cb.name: cb.state_dict() for cb in _ssl_cbs(self)}
-    if any(cbs.values()):
-        if state is model_sd: state = {'model': model_sd}
-        state['ssl_callbacks'] = cbs
-    return atomic_write(file, lambda f: torch.save(state, f, pickle_protocol=pickle_protocol))
-
-@patch
-def load(self:Learner, file, device=None, with_opt=True, strict=True):
-    "Load what `save` wrote (model, optimizer, `SSLCallback` state) without executing code"
-    if device is None and hasattr(self.dls, 'device'): device = self.dls.device
-    if self.opt is None: self.create_opt()
-    file = join_path_file(file, self.path/self.model_dir, ext='.pth')
-    distrib_barrier()
-    with _safe_globals(): state = torch.load(file, map_location=device or 'cpu', weights_only=True)
-    structured = isinstance(state, dict) and 'model' in state and set(state) <= {'model', 'opt', 'ssl_callbacks'}
-    model_state = state['model'] if structured else state
-    get_model(self.model).load_state_dict(model_state, strict=strict)
-    if with_opt:
-        if structured and 'opt' in state:
-            try: self.opt.load_state_dict(state['opt'])
-            except Exception: warn("Could not load the optimizer state.")
-        else: warn("Saved file doesn't contain an optimizer state.")
-    saved = state.get('ssl_callbacks', {}) if structured else {}
-    for cb in _ssl_cbs(self):
-        if cb.name in saved: cb.load_state_dict(saved[cb.name])
-        elif cb._state: warn(f"{file} holds no state for `{cb.name}`: its {', '.join(cb._state)} start fresh")
-    return self
+def convert_checkpoint(src, dst=None) -> Path:
+    "Rewrite a checkpoint of self_supervised 0.1 (callback state under 'ssl_callbacks') with the state in the model's `ssl_state.*` entries"
+    src = Path(src); dst = Path(ifnone(dst, src))
+    with _safe_globals(): state = torch.load(src, map_location='cpu', weights_only=True)
+    if not isinstance(state, dict) or 'ssl_callbacks' not in state:
+        raise ValueError(f"{src} holds no 'ssl_callbacks': it is a checkpoint of the current layout (or not a checkpoint), nothing to convert")
+    cbs = {k: v for k, v in state['ssl_callbacks'].items() if v}
+    if len(cbs) > 1: raise ValueError(f"{src} holds the state of {len(cbs)} callbacks ({', '.join(cbs)}): one SSL callback per Learner now")
+    model = dict(state['model'])
+    for k, v in (next(iter(cbs.values())) if cbs else {}).items():
+        if isinstance(v, dict): model.update({f'{STATE}.{k}.{n}': t for n, t in v.items()})   # a module's state dict
+        elif v is not None: model[f'{STATE}.{k}'] = torch.as_tensor(v)
+    new = {'model': model, 'opt': state['opt']} if 'opt' in state else model
+    return atomic_write(dst, lambda f: torch.save(new, f))
 
 # %% ../nbs/04_callback.ipynb #4ee55184
 class SeedEpochs(Callback):
@@ -266,8 +380,8 @@ def _assert_same(a, b, eps, name):
         for k in a: _assert_same(a[k], b[k], eps, f"{name}.{k}")
     elif a != b: raise AssertionError(f"{name} differs after resuming: {a} != {b}")
 
-def check_resume(make_learner:Callable, n_epoch:int=2, seed:int=0, eps:float=1e-6):
-    "Assert that `n_epoch` epochs straight and 1 epoch, `save`, fresh `make_learner()`, `load`, `fit(n_epoch, start_epoch=1)` end with the same model and `SSLCallback` state"
+def check_resume(make_learner, n_epoch:int=2, seed:int=0, eps:float=1e-6):
+    "Assert that `n_epoch` epochs straight and 1 epoch, `save`, fresh `make_learner()`, `load`, `fit(n_epoch, start_epoch=1)` end with the same model (and so `SSLCallback` state)"
     path = Path(tempfile.mkdtemp())
     def run(*cbs, start_epoch=0, load=False):
         set_seed(seed + 12345 * load)   # the resumed Learner starts from other weights: only the checkpoint can restore them

@@ -14,6 +14,7 @@ from torch import nn
 from fastcore.all import *
 from fastcore.script import call_parse, bool_arg
 from fastai.learner import Learner
+from .callback import SSLLearner
 from fastai.optimizer import Adam
 from fastai.callback.schedule import fit_one_cycle
 from fastai.vision.core import imagenet_stats
@@ -187,7 +188,7 @@ def ssl_learner(dls, algo:str, arch='small_resnet', recipe:dict|None=None, **kwa
     a = ssl_args(dls, algo, recipe)
     encoder = create_encoder(arch, n_in=a.n_in)
     spec = ALGOS[algo]
-    return Learner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=spec.get('opt_func', Adam),
+    return SSLLearner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=spec.get('opt_func', Adam),
                    splitter=ssl_splitter, **kwargs)
 
 # %% ../nbs/80_cli.ipynb #985d32b0
@@ -258,7 +259,7 @@ def ssl_pretrain(
     ev = dict(train_x=train_x, train_y=ds.train_y[tr], test_x=test_x, test_y=ds.test_y[:n_test],
               size=size, stats=None if spec.get('rgb') else fmnist_stats, n_probe=n_probe, probe=probe)
     res = {'random': evaluate_encoder(random_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
-    export_encoder(learn.model, out/'encoder.safetensors')
+    export_encoder(learn.model, out/'encoder.safetensors', algo=algo)
     _plot(learn, cb, out/f'{algo}.png', f'{algo} on Fashion-MNIST')
     (out/'results.json').write_text(json.dumps(dict(args=args, train_seconds=train_s, results=res), indent=2))
     cols = ['knn'] + (['linear'] if probe else [])

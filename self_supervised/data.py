@@ -92,10 +92,12 @@ def missing_ssl_loss(*args, **kwargs):
 class _Indices:
     "Dataset of item indices; carries the placeholder loss for `Learner`"
     loss_func = staticmethod(missing_ssl_loss)
-    def __init__(self, n): self.n = n
+    # the number of inputs in a batch of the loader (the rest are targets: labels, item indices), which fastai's
+    # wrappers of a loader (`DistributedDL`) read from its dataset
+    def __init__(self, n, n_inp=1): self.n, self.n_inp = n, n_inp
     def __len__(self): return self.n
     def __getitem__(self, i): return i
-    def new_empty(self): return _Indices(0)   # what `learn.export` keeps of the data
+    def new_empty(self): return _Indices(0, self.n_inp)   # what `learn.export` keeps of the data
 
 # %% ../nbs/00_data.ipynb #c3cb0641
 class TensorDL(DataLoader):
@@ -107,7 +109,7 @@ class TensorDL(DataLoader):
             raise ValueError(f"`x` has {len(x)} images but `y` has {len(y)} labels: pass one label per image or y=None")
         self.x, self.y, self.with_idx = x, (torch.full((len(x),), -1, dtype=torch.long) if y is None else y), with_idx
         if drop_last is None: drop_last = shuffle
-        super().__init__(_Indices(len(x)), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
+        super().__init__(_Indices(len(x), self.n_inp), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
     def create_item(self, i): return i
     def create_batch(self, idxs):
         idxs = torch.as_tensor(idxs, dtype=torch.long)

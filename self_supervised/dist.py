@@ -6,13 +6,13 @@ Docs: https://self-supervised.github.io/self_supervised/dist.html.md"""
 
 # %% ../nbs/06_dist.ipynb #ebdfb1ee
 from __future__ import annotations
+import types
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['is_distributed', 'world_size', 'rank', 'GatherLayer', 'gather', 'gather_nograd']
+__all__ = ['is_distributed', 'world_size', 'rank', 'GatherLayer', 'gather', 'gather_nograd', 'gloo_broadcast']
 
 # %% ../nbs/06_dist.ipynb #4b2c367c
 def is_distributed() -> bool:
@@ -53,10 +53,14 @@ def gather_nograd(x:Tensor) -> Tensor:
 try: from fastai.distributed import DistributedDL
 except ImportError: DistributedDL = None
 
-if DistributedDL is not None:
-    @patch
-    def _broadcast(self:DistributedDL, t, rank):
-        "Broadcast the list `t` from `rank`: through a CUDA tensor with nccl (fastai's way), a CPU tensor otherwise"
-        t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
-        dist.broadcast(t, rank)
-        return t.cpu().tolist()
+def _cpu_broadcast(self, t, rank):
+    "Broadcast the list `t` from `rank` through a CPU tensor (gloo)"
+    t = torch.tensor(t, dtype=torch.long)
+    dist.broadcast(t, rank)
+    return t.tolist()
+
+def gloo_broadcast(dl):
+    "Make fastai's `DistributedDL` `dl` broadcast its batch order through a CPU tensor when the backend is not nccl (this object only)"
+    if DistributedDL is None or not isinstance(dl, DistributedDL) or not dist.is_initialized() or dist.get_backend() == 'nccl': return dl
+    dl._broadcast = types.MethodType(_cpu_broadcast, dl)
+    return dl

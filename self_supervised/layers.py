@@ -6,8 +6,9 @@ Docs: https://self-supervised.github.io/self_supervised/layers.html.md"""
 
 # %% ../nbs/02_layers.ipynb #4895a477
 from __future__ import annotations
-import difflib, os, tempfile
+import difflib, importlib, inspect, json, os, ssl, tempfile, threading, urllib.error, urllib.request, warnings
 from pathlib import Path
+from urllib.parse import urlparse
 import torch, timm
 from torch import nn
 from fastcore.all import *
@@ -16,14 +17,17 @@ from fastai.layers import AdaptiveConcatPool2d, Flatten
 from fastai.vision.learner import create_body, in_channels
 import fastai.vision.models as fv_models
 import fastai.vision.models.xresnet as fv_xresnet
+from . import __version__
 
 # %% auto #0
-__all__ = ['small_resnet', 'create_fastai_encoder', 'create_timm_encoder', 'create_encoder', 'encoder_nf', 'create_mlp_module',
-           'out_features', 'ssl_splitter', 'atomic_write', 'export_encoder', 'load_encoder']
+__all__ = ['SMALL_RESNET_SRC', 'small_resnet', 'create_fastai_encoder', 'create_timm_encoder', 'create_encoder', 'encoder_nf',
+           'create_mlp_module', 'out_features', 'ssl_splitter', 'composite_encoder', 'atomic_write', 'export_encoder',
+           'encoder_metadata', 'load_encoder', 'PoolingType']
 
 # %% ../nbs/02_layers.ipynb #f63086fd
 mk_class('PoolingType', **{o: o.lower() for o in ['Fast', 'Avg', 'AvgMax', 'CatAvgMax', 'Max']},
          doc="Global pooling types (timm's `global_pool` names)")
+_all_ = ['PoolingType']   # made by `mk_class`: nbdev does not see it
 
 # %% ../nbs/02_layers.ipynb #7ed47315
 _FASTAI_ARCHS = {**{n: getattr(fv_xresnet, n) for n in fv_xresnet.__all__ if n.startswith('xres')},
@@ -35,10 +39,19 @@ def _close_matches(name, n=6):
     close = difflib.get_close_matches(name, dict.fromkeys(names), n=n, cutoff=0.6)
     return close or [m for m in names if name.lower()[:5] in m][:n]
 
+def _arch_fn(name:str):
+    "The fastai/torchvision architecture function called `name`, or None"
+    f = _FASTAI_ARCHS.get(name) or getattr(fv_models, name, None)
+    return f if callable(f) and not isinstance(f, type) else None
+
 def _pool(pool_type):
     if pool_type == PoolingType.CatAvgMax: return AdaptiveConcatPool2d(), 2
     if pool_type == PoolingType.Max: return nn.AdaptiveMaxPool2d(1), 1
     return nn.AdaptiveAvgPool2d(1), 1
+
+def _pool_name(pool_type) -> str:
+    "The pool `_pool` builds: 'catavgmax' (fastai's `AdaptiveConcatPool2d`: max, then avg), 'max', or 'avg' for all others"
+    return pool_type if pool_type in (PoolingType.CatAvgMax, PoolingType.Max) else PoolingType.Avg
 
 # %% ../nbs/02_layers.ipynb #65bf8c31
 def small_resnet(n_in=1, width=16, pool_type=PoolingType.Avg) -> nn.Sequential:
@@ -48,36 +61,197 @@ def small_resnet(n_in=1, width=16, pool_type=PoolingType.Avg) -> nn.Sequential:
     pool, mult = _pool(pool_type)
     enc = nn.Sequential(c(n_in, w), c(w, w), c(w, 2*w, 2), c(2*w, 2*w), c(2*w, 4*w, 2), c(4*w, 4*w), pool, Flatten())
     enc.num_out_features = 4 * w * mult
+    enc.encoder_spec = dict(source='small_resnet', arch='small_resnet', n_in=n_in, pool=_pool_name(pool_type), kwargs=dict(width=width))
     return enc
 
 _LOCAL_ARCHS = {'small_resnet': small_resnet}
 
+# %% ../nbs/02_layers.ipynb #a1c3e0d2
+def _read_weights(path, device=None, arg='path') -> dict:
+    "The tensors in `path`: safetensors, or a torch file read with `weights_only=True` (never runs code)"
+    path = Path(path)
+    if not path.is_file():
+        if arg == 'path': raise FileNotFoundError(f"No encoder weights at `path={path}`")
+        raise FileNotFoundError(f"No weights file at `{arg}={str(path)!r}`: pass the path of a .safetensors or .pth file, "
+                                f"or `{arg}=True` for the published weights")
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        return load_file(path, device=str(device or 'cpu'))
+    return torch.load(path, map_location=device or 'cpu', weights_only=True)
+
+def _unwrap(sd:dict) -> dict:
+    "The state_dict of a training checkpoint ({'model': sd} or {'state_dict': sd}), without DDP's `module.` prefix"
+    for k in ('state_dict', 'model'):
+        if isinstance(sd.get(k), dict): sd = sd[k]
+    if sd and all(k.startswith('module.') for k in sd): sd = {k[7:]: v for k, v in sd.items()}
+    return sd
+
+def _fit(sd:dict, m:nn.Module) -> dict|None:
+    "`sd` with the names of `m`'s weights: as they are, per part of a composite encoder, or with a prefix added or removed; None if none fits"
+    own = set(m.state_dict())
+    if set(sd) == own: return sd
+    parts = getattr(type(m), '_encoder_parts', None)
+    if parts:
+        out = {k: v for k, v in sd.items() if not k.startswith(tuple(f'{p}.' for p in parts))}
+        for p in parts:
+            sub = _fit({k[len(p)+1:]: v for k, v in sd.items() if k.startswith(f'{p}.')}, getattr(m, p))
+            if sub is None: return None
+            out.update({f'{p}.{k}': v for k, v in sub.items()})
+        return out if set(out) == own else None
+    if not sd or not own: return None
+    k0 = next(iter(sd))
+    # the layout of a fastai encoder (body, pool, flatten) differs from that of its body by a `0.` prefix
+    for pre in {o[:-len(k0)] for o in own if o.endswith('.' + k0)}:
+        if {pre + k for k in sd} == own: return {pre + k: v for k, v in sd.items()}
+    for pre in {k0[:-len(o)] for o in own if k0.endswith('.' + o)}:
+        if all(k.startswith(pre) for k in sd) and {k[len(pre):] for k in sd} == own: return {k[len(pre):]: v for k, v in sd.items()}
+    return None
+
+def _hf_offline() -> bool:
+    from huggingface_hub import constants
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE')
+
+def _reachable(url:str, timeout:float=3.) -> bool:
+    "Whether the server of `url` answers within about `timeout` seconds (through the environment's proxies, as downloads go)"
+    u, res = urlparse(url), []
+    def _try():
+        try: urllib.request.urlopen(urllib.request.Request(f'{u.scheme}://{u.netloc}/', method='HEAD'), timeout=timeout).close(); res.append(True)
+        except urllib.error.HTTPError: res.append(True)   # it answered, with an error status
+        # a certificate problem means that the server answered: the download, not this check, reports it
+        except urllib.error.URLError as e: res.append(isinstance(e.reason, ssl.SSLError))
+        except Exception: res.append(False)
+    # name lookups ignore `timeout`: wait for a thread, and abandon it if it hangs
+    t = threading.Thread(target=_try, daemon=True); t.start(); t.join(timeout + 0.5)
+    return bool(res) and res[0]
+
+def _hub_cache_file(url:str) -> Path|None:
+    "The download of `url` in torch hub's cache (`torch.hub.get_dir()/checkpoints`, where torchvision, fastai and timm's URLs keep it)"
+    f = Path(torch.hub.get_dir())/'checkpoints'/Path(urlparse(url).path).name
+    return f if f.is_file() else None
+
+def _hf_cache_file(hub_id:str, filename:str|None=None) -> str|None:
+    "The weights of Hugging Face repo `hub_id` (`repo@revision`) in the local cache: safetensors first, as timm reads them"
+    from huggingface_hub import try_to_load_from_cache
+    repo, _, rev = hub_id.partition('@')
+    name = filename or 'pytorch_model.bin'
+    for n in dict.fromkeys([name.replace('pytorch_model.bin', 'model.safetensors'), name]):
+        f = try_to_load_from_cache(repo, n, revision=rev or None)
+        if isinstance(f, str): return f
+    return None
+
+def _no_network(arch:str, server:str, cache:str, hf:bool=False, call:str|None=None) -> ConnectionError:
+    off = hf and _hf_offline()
+    return ConnectionError(
+        f"`pretrained=True` downloads the weights of `{arch}`, but {'HF_HUB_OFFLINE is set' if off else f'{server} cannot be reached'} "
+        f"and they are not in the local cache ({cache}). Pass a local weights file instead: "
+        f"`create_encoder({call or repr(arch)}, pretrained='path/to/weights.safetensors')` (or a .pth state_dict), "
+        f"or download them once where there is a network (they are then read from the cache)"
+        + ('' if off or not hf else '. Set HF_HUB_OFFLINE=1 to skip the network at once'))
+
+def _timm_weights(arch:str, pretrained) -> dict|None:
+    "The state_dict to give timm for `arch`: from the file `pretrained` or from a cache; None to let timm download them (or for no weights)"
+    if not pretrained: return None
+    if isinstance(pretrained, (str, os.PathLike)): return _unwrap(_read_weights(pretrained, arg='pretrained'))
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None: return None   # no weights: timm says so
+    from huggingface_hub import constants
+    # the sources in timm's order: the Hugging Face hub, then a URL
+    if cfg.hf_hub_id: f, server, cache = _hf_cache_file(cfg.hf_hub_id, cfg.hf_hub_filename), constants.ENDPOINT, f'the Hugging Face cache, {constants.HF_HUB_CACHE}'
+    elif cfg.url: f, server, cache = _hub_cache_file(cfg.url), cfg.url, f'{torch.hub.get_dir()}/checkpoints'
+    else: return None
+    if f: return _read_weights(f)
+    # HF_HUB_OFFLINE means no download for all timm weights
+    if _hf_offline() or not _reachable(server): raise _no_network(arch, urlparse(server).netloc, cache, hf=True)
+    return None
+
+_XRESNET_URL = 'https://s3.amazonaws.com/fast-ai-modelzoo/xrn50_940.pth'   # fastai's only xresnet weights (`xresnet._xresnet`)
+
+def _weights_url(arch) -> str|None:
+    "Where `arch(pretrained=True)` downloads its weights from"
+    if getattr(arch, '__module__', '') == fv_xresnet.__name__: return _XRESNET_URL
+    try:
+        import torchvision
+        return torchvision.models.get_model_weights(arch).DEFAULT.url
+    except Exception: return None
+
+def _fastai_body(arch, n_in:int, pretrained, name:str) -> nn.Module:
+    "The body of `arch()` for `n_in` channels, with the weights of `pretrained` (True, or a file of the whole model's or the body's weights)"
+    if isinstance(pretrained, (str, os.PathLike)):
+        sd, model = _unwrap(_read_weights(pretrained, arg='pretrained')), arch()
+        if (full := _fit(sd, model)) is not None:
+            model.load_state_dict(full)
+            return create_body(model, n_in=n_in, pretrained=True)   # adapts the loaded first layer to `n_in` channels
+        body = create_body(model, n_in=n_in, pretrained=False)
+        if (part := _fit(sd, body)) is None:
+            own = set(model.state_dict())
+            raise ValueError(f"`pretrained={str(pretrained)!r}` does not hold the weights of `{name}`: {len(own - set(sd))} of its "
+                             f"{len(own)} weights are missing (e.g. {sorted(own - set(sd))[:3]}), {len(set(sd) - own)} are not its own "
+                             f"(e.g. {sorted(set(sd) - own)[:3]}). It must be a state_dict of `{name}()` or of its body for n_in={n_in}")
+        body.load_state_dict(part)
+        return body
+    if pretrained and (url := _weights_url(arch)) and not _hub_cache_file(url) and not _reachable(url):
+        # a name that `create_encoder` finds as a timm model needs the function
+        call = repr(name) if name in _FASTAI_ARCHS and not timm.is_model(name) else name
+        raise _no_network(name, urlparse(url).netloc, f'{torch.hub.get_dir()}/checkpoints', call=call)
+    model = (arch(weights='DEFAULT') if 'weights' in inspect.signature(arch).parameters else arch(pretrained=True)) if pretrained else arch()
+    return create_body(model, n_in=n_in, pretrained=bool(pretrained))
+
 # %% ../nbs/02_layers.ipynb #d7c3be63
 def create_fastai_encoder(arch, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgMax) -> nn.Module:
-    "Encoder from a fastai/torchvision architecture function: its body, a global pool and a flatten"
-    model = arch(weights='DEFAULT') if pretrained and 'weights' in arch.__code__.co_varnames else arch(pretrained=pretrained) if pretrained else arch()
-    body = create_body(model, n_in=n_in, pretrained=pretrained)
+    "Encoder from a fastai/torchvision architecture function: its body, a global pool and a flatten (`pretrained`: True or a weights file)"
+    name = next((n for n, f in _FASTAI_ARCHS.items() if f is arch), getattr(arch, '__name__', type(arch).__name__))
+    body = _fastai_body(arch, n_in, pretrained, name)
     pool, mult = _pool(pool_type)
     enc = nn.Sequential(body, pool, Flatten())
     enc.num_out_features = mult * _dummy_features(body, n_in)
+    # only architectures found by name can be rebuilt from a file
+    if _arch_fn(name) is arch: enc.encoder_spec = dict(source='fastai', arch=name, n_in=n_in, pool=_pool_name(pool_type), kwargs={})
     return enc
 
 # %% ../nbs/02_layers.ipynb #1bbbd599
+_NOT_SPEC = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir')   # kwargs about weights, not the model
+
+def _timm_pool(model) -> str|None:
+    "The `global_pool` of a timm model: its pool's type (CNNs), its token pooling (transformers), or None if it has none"
+    gp = getattr(model, 'global_pool', None)
+    if isinstance(gp, str): return gp
+    gp = gp if hasattr(gp, 'pool_type') else next((m for m in model.modules() if type(m).__name__ == 'SelectAdaptivePool2d'), None)
+    return getattr(gp, 'pool_type', None)
+
 def create_timm_encoder(arch:str, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgMax, **kwargs) -> nn.Module:
-    "Encoder from a timm model name: no classifier, the requested pooling where the model pools feature maps"
-    model = timm.create_model(arch, pretrained=pretrained, in_chans=n_in, num_classes=0, **kwargs)
+    "Encoder from a timm model name: no classifier, the requested pooling where the model pools feature maps (`pretrained`: True or a weights file)"
+    sd = _timm_weights(arch, pretrained)
+    kw = {**kwargs, 'pretrained_cfg_overlay': {**kwargs.get('pretrained_cfg_overlay', {}), 'state_dict': sd}} if sd is not None else kwargs
+    try: model = timm.create_model(arch, pretrained=bool(pretrained), in_chans=n_in, num_classes=0, **kw)
+    except RuntimeError as e:
+        if sd is None or not isinstance(pretrained, (str, os.PathLike)): raise
+        raise ValueError(f"`pretrained={str(pretrained)!r}` does not hold weights of timm's `{arch}` (n_in={n_in}): {e}") from None
+    if sd is not None and isinstance(pretrained, (str, os.PathLike)):
+        own = [k for k in model.state_dict() if not k.endswith('num_batches_tracked')]
+        missing = [k for k in own if k not in sd]
+        if len(missing) == len(own): raise ValueError(f"None of the weights in `pretrained={str(pretrained)!r}` has a name of timm's `{arch}` "
+                                                      f"(e.g. {own[:2]}; the file has {list(sd)[:2]}): it holds another model's weights")
+        if missing: warnings.warn(f"{len(missing)} of the {len(own)} weights of `{arch}` are not in `pretrained={str(pretrained)!r}` "
+                                  f"and keep their random initialisation (e.g. {missing[:3]})")
     # CNNs pool with `SelectAdaptivePool2d` and accept any pool type; transformers keep their own token pooling
     if pool_type is not None and hasattr(getattr(model, 'global_pool', None), 'feat_mult'):
         model.reset_classifier(0, global_pool=pool_type)
+    model.encoder_spec = dict(source='timm', arch=arch, n_in=n_in, pool=_timm_pool(model),
+                              kwargs={k: v for k, v in kwargs.items() if k not in _NOT_SPEC})
     return model
 
 # %% ../nbs/02_layers.ipynb #7ce886aa
 def create_encoder(arch, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgMax, **kwargs) -> nn.Module:
-    "An encoder from a timm name, a fastai/torchvision name or function, or an `nn.Module` (returned unchanged)"
+    "An encoder from a timm name, a fastai/torchvision name or function, or an `nn.Module` (returned unchanged); `pretrained`: True or a weights file"
     if isinstance(arch, nn.Module): return arch
+    if not isinstance(n_in, int) or isinstance(n_in, bool) or n_in < 1:   # e.g. the older API's `create_encoder(arch, pretrained)`
+        raise ValueError(f"`n_in` is the number of input channels, a positive int, got {n_in!r}: pass it by name, `create_encoder(arch, n_in=3)`")
     if callable(arch): return create_fastai_encoder(arch, n_in, pretrained, pool_type)
     if not isinstance(arch, str): raise TypeError(f"`arch` must be a model name, an architecture function or an nn.Module, got {type(arch).__name__}")
-    if arch in _LOCAL_ARCHS: return _LOCAL_ARCHS[arch](n_in=n_in, pool_type=pool_type, **kwargs)
+    if arch in _LOCAL_ARCHS:
+        if pretrained is True: raise ValueError(f"`{arch}` has no published weights: `pretrained` must be False or the path of a weights file")
+        enc = _LOCAL_ARCHS[arch](n_in=n_in, pool_type=pool_type, **kwargs)
+        return load_encoder(enc, pretrained) if pretrained else enc
     if timm.is_model(arch): return create_timm_encoder(arch, n_in, pretrained, pool_type, **kwargs)
     if arch in _FASTAI_ARCHS: return create_fastai_encoder(_FASTAI_ARCHS[arch], n_in, pretrained, pool_type)
     raise ValueError(f"Unknown architecture `arch={arch!r}`: it is neither a timm model nor a fastai/torchvision one. "
@@ -128,8 +302,108 @@ def out_features(m:nn.Module) -> int:
 def ssl_splitter(m:nn.Module):
     "Parameter groups: `m.encoder`, then all other submodules"
     if not hasattr(m, 'encoder'): raise AttributeError("`ssl_splitter` needs a model with an `.encoder` attribute")
-    rest = [p for n, c in m.named_children() if n != 'encoder' for p in c.parameters()]
+    rest = [p for n, c in m.named_children() if n != 'encoder' and not n.startswith('ssl_state') for p in c.parameters()]
     return [params(m.encoder), rest]
+
+# %% ../nbs/02_layers.ipynb #a1c3e0d7
+_FORMAT = 'self_supervised.encoder.v1'
+_COMPOSITE_ENCODERS = {}
+
+def composite_encoder(*parts:str, n_in:int|None=None):
+    "Class decorator: an encoder made of the encoders in its attributes `parts` (taking `n_in` channels), that `load_encoder(path)` rebuilds as `cls(**parts)`"
+    def _register(cls):
+        cls._encoder_parts, cls._encoder_n_in = parts, n_in
+        _COMPOSITE_ENCODERS[f'{cls.__module__}.{cls.__qualname__}'] = cls
+        return cls
+    return _register
+
+def _composite_cls(module:str, name:str):
+    key = f'{module}.{name}'
+    # a class registers itself when its module is imported; only this library's modules are imported for a file
+    if key not in _COMPOSITE_ENCODERS and module.split('.')[0] == 'self_supervised': importlib.import_module(module)
+    if key not in _COMPOSITE_ENCODERS:
+        raise ValueError(f"`{key}` is not a composite encoder (`composite_encoder`): import the module that defines it, "
+                         f"or build the encoder and pass it: `load_encoder(encoder, path)`")
+    return _COMPOSITE_ENCODERS[key]
+
+# %% ../nbs/02_layers.ipynb #a1c3e0d8
+def _plain_model(spec:dict) -> nn.Module:
+    "The model the plain recipe of `spec` builds: the one the exported weights load into"
+    a, n, p, kw = spec['arch'], spec['n_in'], spec['pool'], spec['kwargs']
+    if spec['source'] == 'timm':
+        return timm.create_model(a, num_classes=0, in_chans=n, **({'global_pool': p} if p is not None else {}), **{k: v for k, v in kw.items() if k != 'global_pool'})
+    if spec['source'] == 'fastai': return create_body(_arch_fn(a)(), n_in=n, pretrained=False)
+    if spec['source'] == 'small_resnet': return small_resnet(n_in=n, pool_type=p, **kw)
+    raise ValueError(f"Unknown encoder source {spec['source']!r}")
+
+def _build(spec:dict) -> nn.Module:
+    "The encoder `create_encoder` builds for `spec`"
+    if spec['source'] == 'fastai':
+        if _arch_fn(spec['arch']) is None: raise ValueError(f"`{spec['arch']}` is not a fastai/torchvision architecture of this installation")
+        return create_fastai_encoder(_arch_fn(spec['arch']), spec['n_in'], pool_type=spec['pool'])
+    return create_encoder(spec['arch'], spec['n_in'], pool_type=spec['pool'], **spec['kwargs'])
+
+def _checked_spec(enc:nn.Module) -> dict|None:
+    "`enc.encoder_spec` if the plain model it describes has `enc`'s weights (names and shapes): a module changed after it was built has none"
+    spec = getattr(enc, 'encoder_spec', None)
+    if spec is None: return None
+    try:
+        json.dumps(spec)
+        mine = {k: v.shape for k, v in (enc[0] if spec['source'] == 'fastai' else enc).state_dict().items()}
+        try:
+            with torch.device('meta'): plain = _plain_model(spec)   # no memory, no initialisation: only the names and shapes
+        except Exception:
+            plain = _plain_model(spec)
+        if {k: v.shape for k, v in plain.state_dict().items()} == mine: return spec
+        why = 'its weights differ from those of the model its spec builds (was it changed after it was built?)'
+    except Exception as e: why = f'{type(e).__name__}: {e}'
+    warnings.warn(f"The encoder `{spec['arch']}` (n_in={spec['n_in']}) cannot be rebuilt from its `encoder_spec`: {why}. "
+                  f"Its weights are exported with their own names; load them into the module: `load_encoder(encoder, path)`")
+    return None
+
+_POOL_SRC = {'catavgmax': 'fastai.layers.AdaptiveConcatPool2d()', 'max': 'nn.AdaptiveMaxPool2d(1)', 'avg': 'nn.AdaptiveAvgPool2d(1)'}
+
+def _recipe(spec:dict) -> str:
+    "Python lines that build the plain model of `spec` and load an exported file `path` into it"
+    a, n, p, kw = spec['arch'], spec['n_in'], spec['pool'], spec['kwargs']
+    load = 'load_state_dict(safetensors.torch.load_file(path))'
+    if spec['source'] == 'timm':
+        args = (f', global_pool={p!r}' if p is not None else '') + ''.join(f', {k}={v!r}' for k, v in kw.items() if k != 'global_pool')
+        return f"import timm, safetensors.torch\nmodel = timm.create_model({a!r}, num_classes=0, in_chans={n}{args})\nmodel.{load}"
+    if spec['source'] == 'fastai':
+        return (f"import fastai.layers, safetensors.torch\nfrom torch import nn\nfrom fastai.vision.learner import create_body\n"
+                f"from {_arch_fn(a).__module__} import {a}\nbody = create_body({a}(), n_in={n}, pretrained=False)\nbody.{load}\n"
+                f"model = nn.Sequential(body, {_POOL_SRC[p]}, nn.Flatten())")
+    return f"import safetensors.torch\n{SMALL_RESNET_SRC}\nmodel = small_resnet(n_in={n}, width={kw['width']}, pool={p!r})\nmodel.{load}"
+
+def _describe(enc:nn.Module) -> tuple:
+    "(metadata, state_dict in the plain layout) of `enc`"
+    def _try(f):
+        try: return str(f(enc))
+        except Exception: return ''
+    parts = getattr(type(enc), '_encoder_parts', None)
+    if parts:
+        meta, sd = {}, {}
+        for p in parts:
+            m, s = _describe(getattr(enc, p))
+            meta[p] = {**{k: m[k] for k in ('source', 'arch', 'num_features', 'rebuild')}, 'n_in': int(m['n_in']) if m['n_in'] else None,
+                       'pool': m['pool'] or None, 'kwargs': json.loads(m['kwargs'])}
+            sd.update({f'{p}.{k}': v for k, v in s.items()})
+        sd.update({k: v for k, v in enc.state_dict().items() if not k.startswith(tuple(f'{p}.' for p in parts))})
+        cls = type(enc)
+        return dict(source='composite', arch=cls.__qualname__, module=cls.__module__, n_in=str(ifnone(cls._encoder_n_in, '')), pool='',
+                    kwargs='{}', parts=json.dumps(meta), num_features=_try(encoder_nf),
+                    rebuild=f"{cls.__module__}.{cls.__qualname__}({', '.join(f'{p}=...' for p in parts)}), {cls.__doc__}: the weights "
+                            f"{', '.join(f'`{p}.*`' for p in parts)} are those of each part, built as in `parts`"), sd
+    spec = _checked_spec(enc)
+    if spec is None:
+        cls = type(enc)
+        return dict(source='module', arch=cls.__qualname__, module=cls.__module__, n_in=_try(in_channels), pool='', kwargs='{}',
+                    num_features=_try(encoder_nf), rebuild=f"model = {cls.__module__}.{cls.__qualname__}(...)\n"
+                                                           f"model.load_state_dict(safetensors.torch.load_file(path))"), enc.state_dict()
+    sd = (enc[0] if spec['source'] == 'fastai' else enc).state_dict()
+    return dict(source=spec['source'], arch=spec['arch'], n_in=str(spec['n_in']), pool=str(ifnone(spec['pool'], '')),
+                kwargs=json.dumps(spec['kwargs']), num_features=_try(encoder_nf), rebuild=_recipe(spec)), sd
 
 # %% ../nbs/02_layers.ipynb #f658fe76
 def atomic_write(path, write) -> Path:
@@ -142,22 +416,61 @@ def atomic_write(path, write) -> Path:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-def export_encoder(model:nn.Module, path) -> Path:
-    "Save the weights of `model.encoder` (or of `model` itself) to `path` (.safetensors, or a torch state_dict)"
+def export_encoder(model:nn.Module, path, algo:str|None=None) -> Path:
+    "Save the weights of `model.encoder` (or of `model`) to `path` (.safetensors with metadata, or a torch state_dict), named as in the plain model"
     enc = getattr(model, 'encoder', model)
-    sd = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
+    meta, sd = _describe(enc)
+    sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
     if Path(path).suffix == '.safetensors':
         from safetensors.torch import save_file
-        return atomic_write(path, lambda f: save_file(sd, f))
+        meta = dict(format=_FORMAT, library='self_supervised', version=__version__, algo=algo or '', **meta)
+        return atomic_write(path, lambda f: save_file(sd, f, metadata=meta))
     return atomic_write(path, lambda f: torch.save(sd, f))
 
-def load_encoder(encoder:nn.Module, path, strict=True, device=None) -> nn.Module:
-    "Load weights saved by `export_encoder` into `encoder` without executing code"
+def encoder_metadata(path) -> dict:
+    "The metadata of an encoder file written by `export_encoder` (strings; empty for a .pth file or a file without any)"
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"No encoder weights at `path={path}`")
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        sd = load_file(path, device=str(device or 'cpu'))
-    else: sd = torch.load(path, map_location=device or 'cpu', weights_only=True)
-    encoder.load_state_dict(sd, strict=strict)
+    if not path.is_file(): raise FileNotFoundError(f"No encoder weights at `path={path}`")
+    if path.suffix != '.safetensors': return {}
+    from safetensors import safe_open
+    with safe_open(path, 'pt') as f: return dict(f.metadata() or {})
+
+def _rebuild(path:Path) -> nn.Module:
+    "The encoder that the metadata of `path` describes, with random weights"
+    meta, built = encoder_metadata(path), ('timm', 'fastai', 'small_resnet')
+    src = meta.get('source')
+    if src in built:
+        return _build(dict(source=src, arch=meta['arch'], n_in=int(meta['n_in']), pool=meta['pool'] or None, kwargs=json.loads(meta['kwargs'])))
+    if src == 'composite':
+        cls, parts = _composite_cls(meta['module'], meta['arch']), json.loads(meta['parts'])
+        others = [p for p, s in parts.items() if s['source'] not in built]
+        if not others: return cls(**{p: _build(s) for p, s in parts.items()})
+        what = f"a `{meta['arch']}` whose part(s) {', '.join(f'`{p}`' for p in others)} this library did not build"
+    else: what = ('a .pth state_dict, which has no metadata' if path.suffix != '.safetensors' else
+                  'weights written without metadata (by an older version)' if not meta else f"the weights of a module `{meta.get('arch')}` this library did not build")
+    raise ValueError(f"`load_encoder(path)` cannot rebuild the encoder in `{path}`: it holds {what}. Build the module and pass it: "
+                     f"`load_encoder(encoder, path)` (e.g. `encoder = create_encoder(arch, n_in=...)`)")
+
+def load_encoder(encoder, path=None, strict=True, device=None) -> nn.Module:
+    "`load_encoder(path)`: the encoder rebuilt from the file's metadata with its weights; `load_encoder(encoder, path)`: the weights loaded into `encoder`"
+    if isinstance(encoder, (str, os.PathLike)):
+        if path is not None: raise TypeError("`load_encoder` takes `(path)` or `(encoder, path)`, got two paths")
+        encoder, path = None, encoder
+    if path is None: raise TypeError("`load_encoder(encoder, path)` needs the `path` of the weights")
+    path = Path(path)
+    sd = _read_weights(path, device)
+    if encoder is None: encoder = _rebuild(path).to(device or 'cpu')
+    encoder.load_state_dict(ifnone(_fit(sd, encoder), sd), strict=strict)
     return encoder
+
+# %% ../nbs/02_layers.ipynb #a1c3e0e1
+SMALL_RESNET_SRC = '''import torch
+from torch import nn
+
+class ConcatPool(nn.Module):   # fastai's AdaptiveConcatPool2d: max, then average
+    def forward(self, x): return torch.cat([x.amax((2, 3), keepdim=True), x.mean((2, 3), keepdim=True)], 1)
+
+def small_resnet(n_in=1, width=16, pool='avg'):
+    c = lambda i, o, s=1: nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+    w, p = width, {'avg': nn.AdaptiveAvgPool2d(1), 'max': nn.AdaptiveMaxPool2d(1), 'catavgmax': ConcatPool()}[pool]
+    return nn.Sequential(c(n_in, w), c(w, w), c(w, 2*w, 2), c(2*w, 2*w), c(2*w, 4*w, 2), c(4*w, 4*w), p, nn.Flatten())'''

@@ -14,7 +14,7 @@ from fastcore.all import *
 from fastai.learner import Metric, Recorder
 from fastai.callback.core import Callback
 from fastai.callback.hook import Hook
-from fastai.torch_core import get_model
+from .callback import unwrap_model
 from .evaluation import extract_features, knn_accuracy, eval_pipeline
 
 # %% auto #0
@@ -54,21 +54,23 @@ class CollapseMonitor(Callback):
     order = Recorder.order - 1   # adds its columns before the Recorder names them
     def __init__(self, layer:str=None, n_max:int=2048, min_std:float=0.05, min_rank:float=1.5):
         store_attr()
-        self.history, self.stats, self.hook = [], {}, None
+        self.history, self.stats, self.hook, self.buf, self.n, self.collecting = [], {}, None, [], 0, False
         self.cols = [_Column(self, 'emb_std'), _Column(self, 'emb_rank')]
 
     def _module(self):
-        model = get_model(self.learn.model)
-        if self.layer is None: self.layer = next((n for n in ('projector', 'head', 'encoder') if isinstance(getattr(model, n, None), nn.Module)), '')
+        model = unwrap_model(self.learn.model)
+        if self.layer is None:
+            self.layer = next((n for n in ('projector', 'head', 'encoder') if isinstance(getattr(model, n, None), nn.Module)), '')
+            # the Lab methods' models run the two nets of their encoder separately, never the encoder itself
+            if self.layer == 'encoder' and isinstance(getattr(model.encoder, 'l_net', None), nn.Module): self.layer = 'encoder.l_net'
         if not self.layer: return model
-        m = getattr(model, self.layer, None)
-        if not isinstance(m, nn.Module):
-            raise ValueError(f"CollapseMonitor: the model ({type(model).__name__}) has no submodule `{self.layer}`: "
-                             f"pass `layer=` one of {[n for n, _ in model.named_children()]}, or layer='' for the whole model")
-        return m
+        try: return model.get_submodule(self.layer)
+        except AttributeError: raise ValueError(f"CollapseMonitor: the model ({type(model).__name__}) has no submodule `{self.layer}`: "
+                                                f"pass `layer=` one of {[n for n, _ in model.named_children()]}, or layer='' for the whole model") from None
 
     def _grab(self, m, i, o):
-        if m.training: return   # validation only: the same images every epoch
+        # validation batches only (the same images every epoch), not other callbacks' forward passes (e.g. TensorBoard's graph)
+        if m.training or not self.collecting: return
         if isinstance(o, (tuple, list)): o = o[0]
         if self.n < self.n_max:
             o = o.flatten(1)[:self.n_max - self.n].float().cpu()
@@ -81,8 +83,14 @@ class CollapseMonitor(Callback):
         if self.hook is not None: self.hook.remove(); self.hook = None
         _remove_columns(self)
 
-    def before_validate(self): self.buf, self.n, self.stats = [], 0, {}
+    def before_validate(self): self.buf, self.n, self.stats, self.collecting, self.n_batches = [], 0, {}, True, 0
+    def after_batch(self):
+        if not self.training: self.n_batches += 1
     def after_validate(self):
+        self.collecting = False
+        if self.n_batches and not self.n:
+            raise ValueError(f"CollapseMonitor: the model ran {self.n_batches} validation batch(es) without calling `{self.layer}`: "
+                             f"pass `layer=` the name of a module its forward pass runs (e.g. `layer='encoder.l_net'`)")
         if self.n < 2: return   # nothing seen (no validation set): the columns stay empty
         z = torch.cat(self.buf)
         self.stats = dict(emb_std=embedding_std(z), emb_rank=effective_rank(z))
@@ -118,7 +126,7 @@ class KNNMonitor(Callback):
     @torch.no_grad()
     def accuracy(self) -> float:
         "kNN accuracy of the current model"
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         enc = getattr(model, self.layer) if self.layer else model
         bank = extract_features(enc, self.bank_x, self.tfm, self.bs)
         test = extract_features(enc, self.test_x, self.tfm, self.bs)

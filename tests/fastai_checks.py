@@ -1,8 +1,28 @@
-"""Checks that the image and the sequence registries' tests share: fastai's usual calls, and the export round trip."""
+"""What the tests of the registries share: a tiny Learner per image algorithm, fastai's usual calls, the export round trip."""
 import math, warnings
 import torch
 from fastai.learner import load_learner
 from fastai.callback.schedule import fit_one_cycle, lr_find   # Learner methods
+from fastai.torch_core import set_seed
+from self_supervised.callback import SSLCallback
+from self_supervised.cli import ALGOS, ssl_learner, algo_images
+from self_supervised.data import ssl_dls
+from self_supervised.layers import create_encoder
+
+N, BS = 64, 16
+
+def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
+    "The registry's recipe for `algo` on 64 random 28-px images, a width-4 small_resnet and batches of 16"
+    spec = ALGOS[algo]
+    if init_seed is not None: set_seed(init_seed)   # the model's initialisation: each test independent of the ones before
+    g = torch.Generator().manual_seed(seed)
+    x = algo_images(algo, (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8))
+    y = torch.randint(0, 3, (N + BS,), generator=g)
+    if spec.get('labels'): y[::2] = 10   # half unlabelled (the CLI's UNLABELLED id)
+    dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.get('with_idx', False))
+    return ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3, **kwargs)
+
+def ssl_cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))
 
 def fit_with_fastai_calls(learn, num_it:int):
     "`summary` names the model, then `lr_find` (`num_it` steps) and one epoch of `fit_one_cycle` run, quietly"

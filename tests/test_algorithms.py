@@ -11,28 +11,11 @@ import matplotlib.pyplot as plt
 from fastai.callback.schedule import fit_flat_cos   # a Learner method
 from fastai.callback.tracker import SaveModelCallback
 from self_supervised.training import CPUMixedPrecision
-from self_supervised.cli import ALGOS, ssl_learner, algo_images
+from self_supervised.cli import ALGOS
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
-from self_supervised.callback import SSLCallback, SeedEpochs, check_resume, _assert_same
-from self_supervised.data import ssl_dls
-from self_supervised.layers import create_encoder
-from fastai_checks import fit_with_fastai_calls, assert_validates, assert_export_roundtrip
-
-N, BS = 64, 16
-
-def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
-    "The registry's recipe for `algo` on 64 random 28-px images, a width-4 small_resnet and batches of 16"
-    spec = ALGOS[algo]
-    if init_seed is not None: set_seed(init_seed)   # the model's initialisation: each test independent of the ones before
-    g = torch.Generator().manual_seed(seed)
-    x = algo_images(algo, (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8))
-    y = torch.randint(0, 3, (N + BS,), generator=g)
-    if spec.get('labels'): y[::2] = 10   # half unlabelled (the CLI's UNLABELLED id)
-    dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.get('with_idx', False))
-    return ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3, **kwargs)
-
-def _cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))
+from self_supervised.callback import SeedEpochs, check_resume, _assert_same
+from fastai_checks import fit_with_fastai_calls, assert_validates, assert_export_roundtrip, tiny_learner, ssl_cb
 
 def _all_finite(p) -> bool:
     "Every tensor in `p` (a tensor, nested tuples or lists of them, or None) is finite"
@@ -69,13 +52,13 @@ def test_fastai_calls(algo, tmp_path):
     preds = learn.get_preds()[0]
     assert _all_finite(preds)
     if torch.is_tensor(preds): assert len(preds) == len(learn.dls.valid.dataset)
-    _cb(learn).show(n=2)
-    assert len(plt.gcf().axes) == 2 * (1 + len(_cb(learn).aug_pipelines))   # each image and each of its views
+    ssl_cb(learn).show(n=2)
+    assert len(plt.gcf().axes) == 2 * (1 + len(ssl_cb(learn).aug_pipelines))   # each image and each of its views
     plt.close('all')
     # a checkpoint written by SaveModelCallback restores the callback's state into a fresh Learner
     fresh = tiny_learner(algo, seed=1, path=tmp_path)
     fresh.load('ckpt_0')
-    sd0, sd1 = _cb(learn).state_dict(), _cb(fresh).state_dict()
+    sd0, sd1 = ssl_cb(learn).state_dict(), ssl_cb(fresh).state_dict()
     assert sd0.keys() == sd1.keys()
 
 @pytest.mark.parametrize('algo', list(ALGOS))
@@ -84,7 +67,7 @@ def test_export_and_load_learner(algo, tmp_path):
     learn = tiny_learner(algo, path=tmp_path)
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     back = assert_export_roundtrip(learn, tmp_path)
-    assert isinstance(_cb(back), type(_cb(learn)))
+    assert isinstance(ssl_cb(back), type(ssl_cb(learn)))
 
 class _Crash(Callback):
     "Raises `exc` at batch `it` of epoch `epoch` (an interruption in the middle of an epoch)"
@@ -107,7 +90,7 @@ def test_interrupted_mid_epoch_resumes_from_last_checkpoint(algo, tmp_path):
         run(SaveModelCallback(every_epoch=True, with_opt=True, fname='ckpt'), _Crash(1, 2, KeyboardInterrupt()))
     resumed = run(start_epoch=1, load='ckpt_0', seed=1)
     _assert_same(straight.model.state_dict(), resumed.model.state_dict(), 1e-6, 'model')
-    _assert_same(_cb(straight).state_dict(), _cb(resumed).state_dict(), 1e-6, algo)
+    _assert_same(ssl_cb(straight).state_dict(), ssl_cb(resumed).state_dict(), 1e-6, algo)
 
 def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     "Checkpoints are written to a temporary file then renamed: a crash in the middle of a save leaves the old one intact"

@@ -83,7 +83,7 @@ def _pairs():
 def _setup(algo, x, tokens, bs):
     from fasttransform import Pipeline
     from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
+    from self_supervised.callback import SSLLearner   # fastai's Learner, whose checkpoints only rank 0 writes
     from fastai.optimizer import SGD
     import fastai.callback.progress  # Learner.no_bar
     from self_supervised.augmentations import NormalizeBatch
@@ -96,7 +96,7 @@ def _setup(algo, x, tokens, bs):
     view = [Pipeline([NormalizeBatch(0.5, 0.5)], split_idx=0)]
     cb = CLIP(view) if algo == 'clip' else CLIPMOCO(view, K=40, m=0.9)   # K wraps around the 16 keys of a step
     dls = DataLoaders(CaptionDL(x, tokens, bs=bs, drop_last=True), CaptionDL(x[:bs], tokens[:bs], bs=bs), device='cpu')
-    return Learner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.2)
+    return SSLLearner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.2)
 
 def _ssl_cb(learn):
     from self_supervised.callback import SSLCallback
@@ -107,7 +107,6 @@ def _fit_worker(rank, port, algo, x, tokens, out_dir):
                       WORLD_SIZE=str(WORLD), ACCELERATE_USE_CPU='true')
     torch.set_num_threads(1)
     import fastai.distributed   # Learner.distrib_ctx
-    import self_supervised.dist  # CPU (gloo) broadcast for fastai's DistributedDL
     learn = _setup(algo, x, tokens, BS)
     with learn.distrib_ctx(sync_bn=False, cpu=True):
         assert torch.distributed.get_world_size() == WORLD

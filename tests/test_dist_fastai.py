@@ -21,7 +21,7 @@ def _setup(algo, x, bs):
     import kornia.augmentation as K
     from fasttransform import Pipeline
     from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
+    from self_supervised.callback import SSLLearner   # fastai's Learner, whose checkpoints only rank 0 writes
     from fastai.optimizer import SGD
     import fastai.callback.progress  # Learner.no_bar
     from self_supervised.augmentations import BatchAug, NormalizeBatch
@@ -53,14 +53,13 @@ def _setup(algo, x, bs):
         cb = DINO(crops, m=0.9, tpt_warmup_pct=0.5, freeze_last_layer=1)
     dls = DataLoaders(TensorDL(x, bs=bs, drop_last=True), TensorDL(x[:bs], bs=bs), device='cpu')
     # Barlow Twins' loss sums D squared correlations: a smaller step keeps float32 rounding from being amplified
-    return Learner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.01 if algo == 'barlow_twins' else 0.5)
+    return SSLLearner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.01 if algo == 'barlow_twins' else 0.5)
 
 def _worker(rank, port, algo, x, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(WORLD), ACCELERATE_USE_CPU='true')
     torch.set_num_threads(1)
     import fastai.distributed   # Learner.distrib_ctx
-    import self_supervised.dist  # CPU (gloo) broadcast for fastai's DistributedDL
     learn = _setup(algo, x, BS)
     learn.path = out_dir/f'rank{rank}'
     with learn.distrib_ctx(sync_bn=False, cpu=True):

@@ -77,7 +77,8 @@ def _swav_cb(queue):
     protos = nn.Linear(queue.shape[-1], 10, bias=False).double()
     normalize_prototypes(protos)
     cb = SWAV(get_multi_aug_pipelines(2, 8), crop_assgn_ids=(0,), K=queue.shape[1], eps=EPS, n_sinkhorn_iter=ITERS)
-    cb.learn = SimpleNamespace(model=SimpleNamespace(prototypes=protos))
+    model = nn.Module(); model.prototypes = protos   # the queue lives in the model
+    cb.learn = SimpleNamespace(model=model, cbs=[])
     cb.queue, cb.queue_n = queue, queue.shape[1]
     return cb, protos
 

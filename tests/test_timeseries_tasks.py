@@ -70,16 +70,21 @@ def test_fastai_calls(algo, tmp_path):
     assert_validates(learn)
     assert_export_roundtrip(learn, tmp_path)
 
+def _with_state(task):
+    "`task`, turned into a stateful task: a subclass of its class with one piece of state, `seen`"
+    object.__setattr__(task, '__class__', type(f'Stateful{type(task).__name__}', (type(task),), {'_state': ('seen',)}))
+    return task
+
 def test_multitask_state_roundtrip(tmp_path):
-    "MultiTask saves and restores the state of the tasks it holds, under their names"
+    "MultiTask's tasks keep their state in the model, under their names (`ssl_state_<name>`): saved and restored with it"
     learn = tiny_ts_learner('ts_multitask', path=tmp_path)
-    mt = _cbs(learn)[0]
-    task = mt.tasks['contrastive']
-    task._state = ('seen',); task.seen = torch.arange(3.)          # a stateful task
+    task = _with_state(_cbs(learn)[0].tasks['contrastive'])
+    task.seen = torch.arange(3.)
+    assert 'ssl_state_contrastive.seen' in learn.model.state_dict()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
     learn.save('mt')
     fresh = tiny_ts_learner('ts_multitask', path=tmp_path)
-    ft = _cbs(fresh)[0].tasks['contrastive']
-    ft._state = ('seen',); ft.seen = torch.zeros(3)
+    ft = _with_state(_cbs(fresh)[0].tasks['contrastive'])
+    ft.seen = torch.zeros(3)
     fresh.load('mt')
     torch.testing.assert_close(ft.seen, torch.arange(3.))

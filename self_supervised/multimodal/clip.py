@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import apply_init, get_model
+from fastai.torch_core import apply_init
 from ..augmentations import get_multi_aug_pipelines, get_batch_augs
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import clip_loss
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 from .data import _need_open_clip
 try: from open_clip.transformer import TextTransformer
 except ImportError: TextTransformer = None
@@ -116,4 +116,4 @@ class CLIP(SSLCallback):
         img, txt, scale = pred
         return clip_loss(img, txt, scale[0])
 
-    def after_step(self): clamp_logit_scale(get_model(self.learn.model), self.max_log_scale)
+    def after_step(self): clamp_logit_scale(unwrap_model(self.learn.model), self.max_log_scale)

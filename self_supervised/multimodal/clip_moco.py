@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.all import *
-from fastai.torch_core import get_model
 from ..losses import clip_moco_loss
-from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots, check_momentum, check_queue_arg, check_queue_fits
+from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots, check_momentum, check_queue_arg, check_queue_fits, unwrap_model
 from ..dist import gather_nograd
 from .clip import CLIP, LOG_MAX_SCALE
 
@@ -28,21 +27,18 @@ class CLIPMOCO(CLIP):
         check_momentum('CLIPMOCO', m, momentum_schedule); check_queue_arg('CLIPMOCO', K, 'keys per modality')
         store_attr('K,m,momentum_schedule')
         self.min_bs = 1 if K else 2
-        self.model_k, self.img_queue, self.txt_queue, self.queue_ptr = None, None, None, 0
 
     def init_state(self):
-        model = getattr(getattr(self, 'learn', None), 'model', None)
-        if model is None: return
-        model = get_model(model)
+        if (model := self._model()) is None: return
         if self.model_k is None: self.model_k = momentum_copy(model)
         if self.K and self.img_queue is None:
-            p = next(model.parameters())
-            self.img_queue, self.txt_queue = (F.normalize(torch.randn(self.K, model.embed_dim, device=p.device), dim=1) for _ in range(2))
+            self.img_queue, self.txt_queue = (F.normalize(torch.randn(self.K, model.embed_dim, device=self._device()), dim=1) for _ in range(2))
+            self.queue_ptr = 0
 
     def before_fit(self):
         super().before_fit()
         check_queue_fits(self, self.K)
-        d = get_model(self.learn.model).embed_dim
+        d = unwrap_model(self.learn.model).embed_dim
         if self.img_queue is not None and self.img_queue.shape[1] != d:
             raise ValueError(f"CLIPMOCO: the queues hold {self.img_queue.shape[1]}-d keys but the model embeds in {d}: the checkpoint comes from another model")
 
@@ -72,7 +68,9 @@ class CLIPMOCO(CLIP):
         idx, self.queue_ptr = queue_slots(self.queue_ptr, len(img_k), self.K, self.img_queue.device)
         self.img_queue[idx], self.txt_queue[idx] = img_k.to(self.img_queue.dtype), txt_k.to(self.txt_queue.dtype)
 
+    def after_backward(self):   # every batch's keys enter the queues, whether or not the optimiser steps
+        if self.K: self.enqueue(gather_nograd(self.img_k), gather_nograd(self.txt_k))
+
     def after_step(self):
         super().after_step()   # clamp logit_scale
-        ema_update(self.model_k, get_model(self.learn.model), self.momentum)
-        if self.K: self.enqueue(gather_nograd(self.img_k), gather_nograd(self.txt_k))
+        ema_update(self.model_k, self.learn.model, self.momentum)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import get_model, find_bs
+from fastai.torch_core import find_bs
 from fastai.metrics import Metric
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 from ..layers import create_mlp_module
 from .encoders import TSEncoder, frame_mlp
 from .contrastive import TSTask
@@ -63,9 +63,10 @@ class MultiTask(SSLCallback):
         if any(v < 0 for v in w.values()) or main_weight < 0: raise ValueError(f"weights must be >= 0, got main_weight={main_weight}, weights={w}")
         self.tasks, self.weights, self.main_weight, self.main_loss = dict(tasks), w, main_weight, main_loss
         self.aug_pipelines, self._n_in, self.parts = [], None, {}
+        for n, t in self.tasks.items(): t._owner, t._owner_key = self, n   # a task's state, if any, is the model's `ssl_state_<name>`
 
     def _setup(self):
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         missing = [n for n in self.tasks if n not in getattr(model, 'ssl', {})]
         if missing:
             raise ValueError(f"`MultiTask`: the model has no SSL model for task(s) {missing}: build it with "
@@ -87,7 +88,7 @@ class MultiTask(SSLCallback):
 
     def after_loss(self):
         if not len(self.learn.yb): return
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         total = self.learn.loss_grad
         for n, t in self.tasks.items():
             xb, yb = self.batches[n]
@@ -98,13 +99,11 @@ class MultiTask(SSLCallback):
         self.learn.loss_grad = total
         self.learn.loss = total.detach().clone()
 
-    # the tasks' own state (if any) is saved and restored with the Learner, under their names
+    # the tasks' own state (if any) lives in the model, under their names
     def state_dict(self) -> dict: return {f'{n}.{k}': v for n, t in self.tasks.items() for k, v in t.state_dict().items()}
     def load_state_dict(self, sd:dict):
         for n, t in self.tasks.items():
             t.load_state_dict({k[len(n) + 1:]: v for k, v in sd.items() if k.startswith(f'{n}.')})
-    def _state_to_model_device(self):
-        for t in self.tasks.values(): t._state_to_model_device()
 
 class TaskLoss(Metric):
     "Validation metric: the mean unweighted loss of one part of a `MultiTask` ('main' or a task's name)"

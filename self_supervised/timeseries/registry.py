@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from fastcore.all import *
 from fastai.learner import Learner
+from ..callback import SSLLearner
 from fastai.optimizer import Adam
 from ..layers import ssl_splitter
 from .data import check_keypoints
@@ -99,4 +100,4 @@ def ts_learner(dls, algo:str, arch:str='tcn', width:int=32, keypoints:dict|None=
     a = ts_args(dls, algo, keypoints, pairs, **ifnone(recipe, {}))
     encoder = arch if isinstance(arch, torch.nn.Module) else create_ts_encoder(arch, n_in=a.n_in, width=width)
     spec = TS_ALGOS[algo]
-    return Learner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=Adam, splitter=ssl_splitter, **kwargs)
+    return SSLLearner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=Adam, splitter=ssl_splitter, **kwargs)

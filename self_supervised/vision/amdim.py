@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from fastai.callback.hook import hook_outputs
-from fastai.torch_core import get_model
 from fastai.vision.learner import in_channels
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf
 from ..losses import FeatureMapContrastiveTask
-from ..callback import CatViews
+from ..callback import CatViews, unwrap_model
 
 # %% auto #0
 __all__ = ['get_amdim_aug_pipelines', 'FeatureMapHead', 'feature_map_layers', 'AMDIMModel', 'create_amdim_model', 'AMDIM']
@@ -93,7 +92,7 @@ class AMDIM(CatViews):
 
     def _setup(self):
         super()._setup()
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         if not isinstance(model, AMDIMModel): raise ValueError("AMDIM: the model must be an `AMDIMModel`: create it with `create_amdim_model(encoder)`")
         n, used = len(model.heads) + 1, max(max(p) for p in self.task.map_indexes)
         if used >= n:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import apply_init, get_model
+from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import negative_cosine_loss
-from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum, check_momentum
+from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum, check_momentum, unwrap_model, per_item, view_major
 
 # %% auto #0
 __all__ = ['get_byol_aug_pipelines', 'BYOLModel', 'create_byol_model', 'check_predictor', 'BYOL']
@@ -41,7 +41,7 @@ get_byol_aug_pipelines = views_aug_fn(2, 'BYOL')
 
 def check_predictor(model:nn.Module, who:str, create:str):
     "Raise a clear error unless `model` has the `predictor` a BYOL-style method needs"
-    if getattr(get_model(model), 'predictor', None) is None:
+    if getattr(unwrap_model(model), 'predictor', None) is None:
         raise ValueError(f"{who} needs a model with a `predictor` that returns `(z, p)`: build it with `{create}`")
 
 # %% ../../nbs/16_byol.ipynb #fb66e4a4
@@ -52,11 +52,9 @@ class BYOL(SSLCallback):
         super().__init__(aug_pipelines, print_augs)
         check_momentum('BYOL', m, momentum_schedule)   # the paper: 0.996, cosine to 1
         store_attr('m,momentum_schedule')
-        self.target = None
 
     def init_state(self):
-        model = getattr(getattr(self, 'learn', None), 'model', None)
-        if model is not None and self.target is None: self.target = momentum_copy(get_model(model))   # no predictor
+        if (model := self._model()) is not None and self.target is None: self.target = momentum_copy(model)   # no predictor
 
     def before_fit(self):
         super().before_fit()
@@ -74,10 +72,10 @@ class BYOL(SSLCallback):
         self.target.train(self.learn.model.training)
         return self.target(*views)
 
-    def make_batch(self, views): return tuple(views), (self.targets(*views),)
+    def make_batch(self, views): return tuple(views), (per_item(self.targets(*views), len(views[0])),)
 
     def lf(self, pred, z_target, *yb):
-        (p1, p2), (t1, t2) = pred[1].chunk(2), z_target.chunk(2)
+        (p1, p2), (t1, t2) = pred[1].chunk(2), view_major(z_target).chunk(2)
         return (2 + 2 * negative_cosine_loss(p1, t2)) + (2 + 2 * negative_cosine_loss(p2, t1))
 
-    def after_step(self): ema_update(self.target, get_model(self.learn.model), self.momentum)
+    def after_step(self): ema_update(self.target, self.learn.model, self.momentum)

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import get_model
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import memory_bank_loss, check_temp
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
 from .splitbrain import (lab_input, check_rgb, copy_encoder, LabEncoder, get_lab_aug_pipelines,
                                                _check_n_in)
@@ -62,26 +61,20 @@ def get_cmc_aug_pipelines(size:int, **kwargs) -> list:
 # %% ../../nbs/46_cmc.ipynb #592f85fe
 class CMC(SSLCallback):
     "Contrastive Multiview Coding of the L and ab views: two encoders, a memory bank per view, softmax contrast both ways"
-    n_views, _state = 1, ('bank_l', 'bank_ab')
+    n_views, _state, has_valid_loss = 1, ('bank_l', 'bank_ab'), False   # validation images have no bank entries
     def __init__(self, aug_pipelines, n_neg:int=16384, temp:float=0.07, bank_m:float=0.5, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'CMC')
         check_bank_args('CMC', n_neg, bank_m)
         store_attr('n_neg,temp,bank_m')
-        self.bank_l = self.bank_ab = None
-
-    def _setup(self):
-        model = get_model(self.learn.model)
-        if not isinstance(model, CMCModel): raise ValueError(f"CMC needs a `CMCModel`, got {type(model).__name__}: create it with `create_cmc_model(encoder)`")
-        super()._setup()
 
     def init_state(self):
-        learn = getattr(self, 'learn', None)
-        if learn is None or getattr(learn, 'dls', None) is None or self.bank_l is not None: return
-        model = get_model(learn.model)
-        n, p = len(learn.dls.train.dataset), next(model.parameters())
+        if (model := self._model()) is None: return
+        if not isinstance(model, CMCModel): raise ValueError(f"CMC needs a `CMCModel`, got {type(model).__name__}: create it with `create_cmc_model(encoder)`")
+        if getattr(self.learn, 'dls', None) is None or self.bank_l is not None: return
+        n, dev = len(self.learn.dls.train.dataset), self._device()
         check_bank_size('CMC', self.n_neg, n)
-        self.bank_l, self.bank_ab = new_memory_bank(n, out_features(model.l_head), p.device), new_memory_bank(n, out_features(model.ab_head), p.device)
+        self.bank_l, self.bank_ab = new_memory_bank(n, out_features(model.l_head), dev), new_memory_bank(n, out_features(model.ab_head), dev)
 
     def _check_input(self, x):
         check_rgb(x, 'CMC', check_range=False)
@@ -100,6 +93,6 @@ class CMC(SSLCallback):
         self.v_l, self.v_ab = F.normalize(z_l.detach().float(), dim=1), F.normalize(z_ab.detach().float(), dim=1)
         return cmc_loss(z_l, z_ab, self.bank_l, self.bank_ab, idx, neg, self.temp)
 
-    def after_step(self):
+    def after_backward(self):   # every batch's entries, whether or not the optimiser steps
         bank_update(self.bank_l, self.idx, self.v_l, self.bank_m)
         bank_update(self.bank_ab, self.idx, self.v_ab, self.bank_m)

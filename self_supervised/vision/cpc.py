@@ -9,11 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import get_model
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf
 from ..losses import CPCTask
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 
 # %% auto #0
 __all__ = ['get_cpc_aug_pipelines', 'patch_grid', 'extract_patches', 'CPCModel', 'create_cpc_model', 'PatchGridEncoder', 'CPCV2']
@@ -73,7 +72,7 @@ class CPCV2(SSLCallback):
 
     @property
     def task(self) -> CPCTask:
-        task = getattr(get_model(self.learn.model), 'task', None)
+        task = getattr(unwrap_model(self.learn.model), 'task', None)
         if not isinstance(task, CPCTask): raise ValueError("CPCV2: the model has no `CPCTask` named `task`: create it with `create_cpc_model(encoder)`")
         return task
 

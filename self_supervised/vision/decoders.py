@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from fastai.callback.core import Callback
-from fastai.torch_core import get_model
 from fastai.vision.learner import in_channels
 from fastai.vision.gan import GANModule, GANTrainer, FixedGANSwitcher, AdaptiveGANSwitcher, set_freeze_model
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 
 # %% auto #0
 __all__ = ['center_crop', 'ImageDecoder', 'create_decoder', 'encoder_out_shape', 'decoder_for', 'check_reconstruction',
@@ -194,7 +193,7 @@ class AdversarialSSL(SSLCallback, GANTrainer):
         self.switcher = ifnone(switcher, FixedGANSwitcher())
 
     @property
-    def gan(self) -> SSLGANModule: return get_model(self.learn.model)
+    def gan(self) -> SSLGANModule: return unwrap_model(self.learn.model)
     @property
     def gen_mode(self) -> bool: return self.gan.gen_mode
     @property

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import get_model
 from ..augmentations import get_multi_crop_pipelines
 from ..layers import encoder_nf, out_features
 from ..losses import dino_loss, dino_center_update
-from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum
+from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum, unwrap_model, per_item, view_major
 
 # %% auto #0
-__all__ = ['WeightNormLinear', 'DINOHead', 'DINOModel', 'create_dino_model', 'get_dino_aug_pipelines', 'DINO']
+__all__ = ['WeightNormLinear', 'DINOHead', 'DINOModel', 'create_dino_model', 'get_dino_aug_pipelines', 'no_stochastic_depth',
+           'DINO']
 
 # %% ../../nbs/21_dino.ipynb #a9e8cd49
 def _dino_init(m):
@@ -95,6 +95,13 @@ def get_dino_aug_pipelines(num_crops=(2, 4), crop_sizes=(224, 96), min_scales=(0
     return get_multi_crop_pipelines(crop_sizes=crop_sizes, num_crops=num_crops, min_scales=min_scales, max_scales=max_scales, **kwargs)
 
 # %% ../../nbs/21_dino.ipynb #93a81968
+def no_stochastic_depth(m:nn.Module) -> nn.Module:
+    "`m` with its drop-path (stochastic depth) and dropout layers turned off, in place: DINO's teacher is built without them"
+    for l in m.modules():
+        if isinstance(l, nn.modules.dropout._DropoutNd): l.p = 0.
+        if isinstance(getattr(l, 'drop_prob', None), float): l.drop_prob = 0.   # timm's DropPath
+    return m
+
 class DINO(SSLCallback):
     "DINO: an EMA teacher (momentum `m` to 1) on the large crops, a centre (momentum `cmom`), temperatures `tps` and `tpt_start` to `tpt_end`"
     _state = ('teacher', 'center')
@@ -116,23 +123,19 @@ class DINO(SSLCallback):
             raise ValueError(f"DINO: `freeze_last_layer` is a number of epochs >= 0, got {freeze_last_layer!r}")
         store_attr('cmom,m,tpt_start,tpt_end,tpt_warmup_pct,tps,freeze_last_layer')
         self.large_crop_ids, self.crop_order = ids, ids + [i for i in range(n) if i not in ids]
-        self.teacher, self.center = None, None
 
     def init_state(self):
-        model = getattr(getattr(self, 'learn', None), 'model', None)
-        if model is None: return
-        model = get_model(model)
-        if self.teacher is None: self.teacher = momentum_copy(model, drop=())
-        if self.center is None:
-            self.center = torch.zeros(1, out_features(getattr(model, 'head', model)), device=next(model.parameters()).device)
+        if (model := self._model()) is None: return
+        if self.teacher is None: self.teacher = no_stochastic_depth(momentum_copy(model, drop=()))
+        if self.center is None: self.center = torch.zeros(1, out_features(getattr(model, 'head', model)), device=self._device())
 
     def before_fit(self):
         super().before_fit()
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         d = out_features(getattr(model, 'head', model))
         if self.center.shape[-1] != d:
             raise ValueError(f"DINO: the centre has {self.center.shape[-1]} dimensions but the head outputs {d}: the checkpoint comes from another model")
-        self.last_layer = [p for n, p in model.named_parameters() if 'last_layer' in n]
+        self.last_layer = [p for n, p in model.named_parameters() if 'last_layer' in n and p.requires_grad]   # the student's, not the teacher's
         if self.freeze_last_layer and not self.last_layer:
             raise ValueError(f"DINO: `freeze_last_layer={self.freeze_last_layer}` but the model has no parameter named `last_layer`: "
                              f"use `create_dino_model` (a `DINOHead`), or pass `freeze_last_layer=0`")
@@ -154,15 +157,14 @@ class DINO(SSLCallback):
         with torch.no_grad():
             self.teacher.train(self.learn.model.training)
             self.teacher_out = self.teacher(*crops[:len(self.large_crop_ids)])
-        return tuple(crops), (self.teacher_out,)
+        return tuple(crops), (per_item(self.teacher_out, len(views[0])),)
 
     def lf(self, pred, teacher_out, *yb):
-        return dino_loss(pred, teacher_out, self.center, len(self.large_crop_ids), self.tps, self.teacher_temp)
+        return dino_loss(pred, view_major(teacher_out), self.center, len(self.large_crop_ids), self.tps, self.teacher_temp)
 
     def after_backward(self):
         if self.epoch < self.freeze_last_layer:   # no gradient: the optimiser skips the last layer
             for p in self.last_layer: p.grad = None
+        self.center = dino_center_update(self.center, self.teacher_out, self.cmom)   # every batch, whether or not the optimiser steps
 
-    def after_step(self):
-        ema_update(self.teacher, get_model(self.learn.model), self.momentum)
-        self.center = dino_center_update(self.center, self.teacher_out, self.cmom)
+    def after_step(self): ema_update(self.teacher, self.learn.model, self.momentum)

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from fastcore.all import *
-from fastai.torch_core import get_model
 from ..augmentations import get_batch_augs, get_multi_aug_pipelines
 from ..layers import out_features
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model, per_item, view_major
 from .rotnet import PretextClassifier, create_pretext_classifier
 from .instdisc import item_indices
 
@@ -39,9 +38,10 @@ def create_exemplar_model(encoder:nn.Module, n_items:int, hidden_size=256, bn=Tr
 # %% ../../nbs/44_exemplar.ipynb #9d7ed24f
 class Exemplar(SSLCallback):
     "Exemplar CNN: every training image is its own class; all its augmented views in the batch are classified by item index"
+    has_valid_loss = False   # validation images are not classes
     def _setup(self):
         super()._setup()
-        n, k = len(self.learn.dls.train.dataset), out_features(get_model(self.learn.model))
+        n, k = len(self.learn.dls.train.dataset), out_features(unwrap_model(self.learn.model))
         if n and k != n:   # (an exported Learner keeps no training items: nothing to check)
             raise ValueError(f"Exemplar: the model has {k} classes but the training set has {n} items (one surrogate class each): "
                              f"create it with `create_exemplar_model(encoder, n_items={n})`")
@@ -50,6 +50,6 @@ class Exemplar(SSLCallback):
         xb = torch.cat(views)
         if not self.training: return (xb,), ()   # validation images are not classes: nothing to classify them as
         idx = item_indices(self.learn.yb, len(views[0]), len(self.learn.dls.train.dataset), 'Exemplar')
-        return (xb,), (idx.repeat(len(views)),)
+        return (xb,), (per_item(idx.repeat(len(views)), len(views[0])),)
 
-    def lf(self, pred, y, *yb): return F.cross_entropy(pred, y)
+    def lf(self, pred, y, *yb): return F.cross_entropy(pred, view_major(y))

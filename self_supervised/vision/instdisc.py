@@ -67,20 +67,18 @@ get_instdisc_aug_pipelines = views_aug_fn(1, 'InstDisc')
 
 class InstDisc(SSLCallback):
     "Instance discrimination with a memory bank of one embedding per training item and `n_neg` sampled negatives"
-    n_views, _state = 1, ('bank',)
+    n_views, _state, has_valid_loss = 1, ('bank',), False   # validation images have no bank entry
     def __init__(self, aug_pipelines, n_neg=4096, temp=0.07, bank_m=0.5, prox=0., print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'InstDisc')
         check_bank_args('InstDisc', n_neg, bank_m)
         store_attr('n_neg,temp,bank_m,prox')
-        self.bank = None
 
     def init_state(self):
-        learn = getattr(self, 'learn', None)
-        if learn is None or self.bank is not None or getattr(learn, 'dls', None) is None: return
-        n, p = len(learn.dls.train.dataset), next(learn.model.parameters())
+        if (model := self._model()) is None or self.bank is not None or getattr(self.learn, 'dls', None) is None: return
+        n = len(self.learn.dls.train.dataset)
         check_bank_size('InstDisc', self.n_neg, n)
-        self.bank = new_memory_bank(n, out_features(learn.model), p.device)
+        self.bank = new_memory_bank(n, out_features(model), self._device())
 
     def make_batch(self, views):
         # validation images have no bank entry: no instance-discrimination loss to compute on them
@@ -95,4 +93,4 @@ class InstDisc(SSLCallback):
         if self.prox: loss = loss + self.prox * (F.normalize(pred.float(), dim=1) - pos).pow(2).sum(1).mean()
         return loss
 
-    def after_step(self): bank_update(self.bank, self.idx, self.v, self.bank_m)
+    def after_backward(self): bank_update(self.bank, self.idx, self.v, self.bank_m)   # every batch's entries, whether or not the optimiser steps

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import apply_init, get_model
+from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 
 # %% auto #0
 __all__ = ['get_jigsaw_aug_pipelines', 'jigsaw_permutations', 'jigsaw_tile_size', 'jigsaw_tiles', 'shuffle_tiles',
@@ -126,7 +126,7 @@ class Jigsaw(SSLCallback):
 
     def _setup(self):
         super()._setup()
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         if not isinstance(model, JigsawModel):
             raise ValueError(f"Jigsaw needs a `JigsawModel`, got {type(model).__name__}: create it with `create_jigsaw_model(encoder, grid={self.grid})`")
         n, k = out_features(model.head), len(self.perms)

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from fastcore.all import *
-from fastai.torch_core import apply_init, get_model
+from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import moco_loss, check_temp
-from ..callback import SSLCallback, ema_update, queue_slots, momentum_copy, cosine_momentum, check_momentum, check_queue_arg, check_queue_fits
+from ..callback import SSLCallback, ema_update, queue_slots, momentum_copy, cosine_momentum, check_momentum, check_queue_arg, check_queue_fits, unwrap_model
 from ..dist import gather_nograd
 
 # %% auto #0
@@ -51,20 +51,18 @@ class MOCO(SSLCallback):
         check_momentum('MOCO', m, momentum_schedule); check_queue_arg('MOCO', K)   # K=None: MoCo v3's in-batch keys
         store_attr('K,m,temp,symmetric,momentum_schedule')
         self.min_bs = 1 if K else 2
-        self.encoder_k, self.queue, self.queue_ptr = None, None, 0
 
     def init_state(self):
-        model = getattr(getattr(self, 'learn', None), 'model', None)
-        if model is None: return
+        if (model := self._model()) is None: return
         if self.encoder_k is None: self.encoder_k = momentum_copy(model)   # keys skip the predictor
         if self.K and self.queue is None:
-            p = next(model.parameters())
-            self.queue = F.normalize(torch.randn(self.K, out_features(model.projector), device=p.device), dim=1)
+            self.queue = F.normalize(torch.randn(self.K, out_features(model.projector), device=self._device()), dim=1)
+            self.queue_ptr = 0
 
     def before_fit(self):
         super().before_fit()
         check_queue_fits(self, self.K, per_item=2 if self.symmetric else 1)
-        d = out_features(get_model(self.learn.model).projector)
+        d = out_features(unwrap_model(self.learn.model).projector)
         if self.queue is not None and self.queue.shape[1] != d:
             raise ValueError(f"MOCO: the queue holds {self.queue.shape[1]}-d keys but the projector outputs {d}: "
                              f"the checkpoint comes from another model")
@@ -103,6 +101,6 @@ class MOCO(SSLCallback):
 
     def update_queue(self): self.enqueue(gather_nograd(self.keys))
 
-    def after_step(self):
-        ema_update(self.encoder_k, get_model(self.learn.model), self.momentum)   # get_model: unwrapped from DDP
+    def after_backward(self):   # every batch's keys enter the queue, whether or not the optimiser steps
         if self.queue is not None: self.update_queue()
+    def after_step(self): ema_update(self.encoder_k, self.learn.model, self.momentum)

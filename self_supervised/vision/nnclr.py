@@ -48,13 +48,11 @@ class NNCLR(CatViews):
         check_temp(temp, 'NNCLR')
         if not isinstance(K, int) or K < 1: raise ValueError(f"NNCLR: the support set size `K` must be a positive int, got {K!r}")
         store_attr('K,temp')
-        self.support, self.support_ptr = None, 0
 
     def init_state(self):
-        model = getattr(getattr(self, 'learn', None), 'model', None)
-        if model is None or self.support is not None: return
-        p = next(model.parameters())
-        self.support = F.normalize(torch.randn(self.K, out_features(model.predictor), device=p.device), dim=1)
+        if (model := self._model()) is None or self.support is not None: return
+        self.support = F.normalize(torch.randn(self.K, out_features(model.predictor), device=self._device()), dim=1)
+        self.support_ptr = 0
 
     def before_fit(self):
         super().before_fit()
@@ -75,7 +73,7 @@ class NNCLR(CatViews):
         return (moco_loss(self.nearest(z1), p2, None, self.temp) + moco_loss(self.nearest(z2), p1, None, self.temp)) / 2
 
     @torch.no_grad()
-    def after_step(self):
+    def after_backward(self):   # every batch's projections enter the support set, whether or not the optimiser steps
         z = F.normalize(gather_nograd(self.z1).float(), dim=1)
         idx, self.support_ptr = queue_slots(self.support_ptr, len(z), self.K, self.support.device)
         self.support[idx] = z.to(self.support.dtype)

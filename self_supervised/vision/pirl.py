@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import get_model
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf, out_features
 from ..losses import check_temp, nce_log_z, pirl_loss
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 from ..dist import gather_nograd
 from .jigsaw import jigsaw_tiles, shuffle_tiles, standardize_tiles
 from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
@@ -48,7 +47,7 @@ get_pirl_aug_pipelines = views_aug_fn(2, 'PIRL')
 # %% ../../nbs/47_pirl.ipynb #b700b657
 class PIRL(SSLCallback):
     "PIRL: the image and its shuffled jigsaw tiles against a memory bank of image embeddings (momentum `bank_m`), NCE loss weighted by `lmb`"
-    n_views, _state = 2, ('bank', 'log_z')
+    n_views, _state, has_valid_loss = 2, ('bank', 'log_z'), False   # validation images have no bank entry
     def __init__(self, aug_pipelines, grid:int=3, tile_size:int|None=None, n_neg:int=32000, temp:float=0.07, bank_m:float=0.5,
                  lmb:float=0.5, nce:bool=True, standardize:bool=False, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
@@ -57,23 +56,18 @@ class PIRL(SSLCallback):
         check_bank_args('PIRL', n_neg, bank_m)
         if not 0 <= lmb <= 1: raise ValueError(f"PIRL: `lmb` weighs the tiles' and the image's terms and must be in [0, 1], got {lmb}")
         store_attr('grid,tile_size,n_neg,temp,bank_m,lmb,nce,standardize')
-        self.bank = self.log_z = None
 
-    def _setup(self):
-        model = get_model(self.learn.model)
+    def init_state(self):
+        if (model := self._model()) is None: return
         if not isinstance(model, PIRLModel) or model.n_tiles != self.grid ** 2:
             got = f"a model for {model.n_tiles} tiles" if isinstance(model, PIRLModel) else type(model).__name__
             raise ValueError(f"PIRL needs a `PIRLModel` for {self.grid}x{self.grid} tiles, got {got}: "
                              f"create it with `create_pirl_model(encoder, grid={self.grid})`")
-        super()._setup()
-
-    def init_state(self):
-        learn = getattr(self, 'learn', None)
-        if learn is None or getattr(learn, 'dls', None) is None or self.bank is not None: return
-        model = get_model(learn.model)
-        n = len(learn.dls.train.dataset)
+        if getattr(self.learn, 'dls', None) is None or self.bank is not None: return
+        n = len(self.learn.dls.train.dataset)
         check_bank_size('PIRL', self.n_neg, n)
-        self.bank = new_memory_bank(n, out_features(model.f_head), next(model.parameters()).device)
+        self.bank = new_memory_bank(n, out_features(model.f_head), self._device())
+        self.log_z = torch.tensor(float('nan'), device=self._device())   # not estimated yet
 
     def make_batch(self, views):
         x, xt = views
@@ -90,10 +84,10 @@ class PIRL(SSLCallback):
         f, g = pred
         n = len(self.bank)
         pos, neg = self.bank[idx], self.bank[bank_negatives(idx, n, self.n_neg)]
-        if self.nce and self.log_z is None:   # estimated once, on the first batch, from both heads' scores and every process's
+        if self.nce and self.log_z.isnan():   # estimated once, on the first batch, from both heads' scores and every process's
             lz = gather_nograd(torch.stack([nce_log_z(f, pos, neg, n, self.temp), nce_log_z(g, pos, neg, n, self.temp)]))
             self.log_z = lz.logsumexp(0) - math.log(len(lz))
         self.v = F.normalize(f.detach().float(), dim=1)
         return pirl_loss(f, g, pos, neg, self.temp, self.lmb, *((self.log_z, n) if self.nce else (None, None)))
 
-    def after_step(self): bank_update(self.bank, self.idx, self.v, self.bank_m)
+    def after_backward(self): bank_update(self.bank, self.idx, self.v, self.bank_m)   # every batch's entries, whether or not the optimiser steps

@@ -13,7 +13,7 @@ from fastcore.all import *
 from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
-from ..callback import SSLCallback
+from ..callback import SSLCallback, per_item, view_major
 
 # %% auto #0
 __all__ = ['get_rotnet_aug_pipelines', 'rotate_images', 'rotnet_batch', 'PretextClassifier', 'create_pretext_classifier',
@@ -75,10 +75,10 @@ class RotNet(SSLCallback):
 
     def make_batch(self, views):
         xb, yb = rotnet_batch(views[0], self.all_rotations)
-        return (xb,), (yb,)
+        return (xb,), (per_item(yb, len(views[0])),)
 
     def lf(self, pred, y, *yb):
         if pred.ndim != 2 or pred.shape[1] != 4:
             raise ValueError(f"RotNet: the model must output 4 logits per image (one per rotation), got shape {tuple(pred.shape)}: "
                              f"create it with `create_rotnet_model(encoder)`")
-        return F.cross_entropy(pred, y)
+        return F.cross_entropy(pred, view_major(y))

@@ -13,7 +13,7 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import nt_xent_loss, check_temp
-from ..callback import SSLCallback
+from ..callback import SSLCallback, per_item
 
 # %% auto #0
 __all__ = ['get_simclr_aug_pipelines', 'SimCLRModel', 'create_simclr_model', 'SimCLR']
@@ -47,7 +47,7 @@ class SimCLR(SSLCallback):
 
     def make_batch(self, views):
         n = len(views[0])
-        return (torch.cat(views),), (torch.arange(2*n, device=views[0].device).roll(n),)
+        return (torch.cat(views),), (per_item(torch.arange(2*n, device=views[0].device).roll(n), n),)
 
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)

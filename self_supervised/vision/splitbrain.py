@@ -15,7 +15,7 @@ from fastai.callback.hook import hook_outputs
 from fastai.torch_core import get_model
 from fastai.vision.learner import in_channels
 from ..augmentations import get_batch_augs, get_multi_aug_pipelines
-from ..layers import encoder_nf
+from ..layers import encoder_nf, composite_encoder
 from ..callback import SSLCallback
 from .amdim import feature_map_layers
 
@@ -112,6 +112,8 @@ def copy_encoder(encoder:nn.Module, n_in:int) -> nn.Module:
                     conv.bias is not None, conv.padding_mode).to(conv.weight)
     parent, _, attr = name.rpartition('.')
     setattr(enc.get_submodule(parent) if parent else enc, attr, new)
+    # the same architecture for `n_in` channels: `export_encoder` checks that the spec still builds it
+    if getattr(enc, 'encoder_spec', None): enc.encoder_spec = {**enc.encoder_spec, 'n_in': n_in}
     return enc
 
 def _check_n_in(net:nn.Module, n:int, arg:str, what:str):
@@ -124,6 +126,7 @@ def lab_input(x:Tensor) -> Tensor:
     "RGB images (B, 3, H, W) in [0, 1] -> the Lab channels the networks take (`normalize_lab(rgb_to_lab(x))`)"
     return normalize_lab(rgb_to_lab(x.clamp(0, 1)))
 
+@composite_encoder('l_net', 'ab_net', n_in=3)
 class LabEncoder(nn.Module):
     "Features of RGB images in [0, 1]: `l_net` on their L channel and `ab_net` on their a, b channels, concatenated"
     def __init__(self, l_net:nn.Module, ab_net:nn.Module):

@@ -19,10 +19,11 @@ from .simclr import SimCLRModel, create_simclr_model
 from .moco import MOCO
 
 # %% auto #0
-__all__ = ['SupConModel', 'create_supcon_model', 'get_supcon_aug_pipelines', 'SupCon', 'SupConMOCO']
+__all__ = ['SupConModel', 'create_supcon_model', 'get_supcon_aug_pipelines', 'SupCon', 'SupConMOCO', 'UnsupMethod']
 
 # %% ../../nbs/13_supcon.ipynb #2519ee05
 mk_class('UnsupMethod', All='all', Only='only', doc="Images used by the unsupervised term: all, or only the unlabelled ones")
+_all_ = ['UnsupMethod']   # made by `mk_class`: nbdev does not see it
 
 class SupConModel(SimCLRModel):
     "Encoder followed by a projection head"
@@ -104,7 +105,6 @@ class SupConMOCO(_LabelsMixin, MOCO):
         super().__init__(aug_pipelines, K=K, m=m, temp=temp, print_augs=print_augs)
         if K is None: raise ValueError("SupConMOCO needs a queue: pass `K`, a number of queued keys")
         self._store(unsup_class_id=unsup_class_id, unsup_method=unsup_method, K=K, m=m, reg_lambda=reg_lambda, temp=temp)
-        self.label_queue = None
 
     @property
     def emb_queue(self): return self.queue

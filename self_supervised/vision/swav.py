@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.torch_core import apply_init, get_model
+from fastai.torch_core import apply_init
 from ..augmentations import get_multi_crop_pipelines
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import sinkhorn_knopp, swav_loss, check_temp, upcast
-from ..callback import SSLCallback, queue_slots, check_queue_arg, check_queue_fits
+from ..callback import SSLCallback, queue_slots, check_queue_arg, check_queue_fits, unwrap_model
 from ..dist import gather_nograd, world_size, rank
 
 # %% auto #0
@@ -87,7 +87,6 @@ class SWAV(SSLCallback):
         _check_frac(queue_start_pct, 'queue_start_pct'); _check_frac(freeze_protos_pct, 'freeze_protos_pct')
         store_attr('K,queue_start_pct,temp,eps,n_sinkhorn_iter,freeze_protos_pct')
         self.crop_assgn_ids = tuple(ids)
-        self.queue, self.queue_ptr, self.queue_n = None, 0, 0
 
     @staticmethod
     def _view_sizes(crop_sizes, num_crops, n):
@@ -106,17 +105,17 @@ class SWAV(SSLCallback):
         return [s for s, k in zip(crop_sizes, num_crops) for _ in range(k)]
 
     def _protos(self, model=None) -> nn.Linear:
-        p = getattr(get_model(ifnone(model, self.learn.model)), 'prototypes', None)
+        p = getattr(unwrap_model(ifnone(model, self.learn.model)), 'prototypes', None)
         if not isinstance(p, nn.Linear):
             raise ValueError("SWAV needs a model with a `prototypes` linear layer (the scores of each projection): build it with `create_swav_model`")
         return p
 
     def init_state(self):
-        model = getattr(getattr(self, 'learn', None), 'model', None)
-        if model is None: return
+        if (model := self._model()) is None: return
         p = self._protos(model)
         if self.K and self.queue is None:
             self.queue = torch.zeros(len(self.crop_assgn_ids), self.K, p.in_features, device=p.weight.device)
+            self.queue_ptr, self.queue_n = 0, 0
 
     def before_fit(self):
         super().before_fit()
@@ -169,6 +168,8 @@ class SWAV(SSLCallback):
     def after_backward(self):
         if self.protos_frozen:   # no gradient: the optimiser skips the prototypes (no momentum, no weight decay)
             for p in self._protos().parameters(): p.grad = None
+        if self.queue is not None and self.pct_train >= self.queue_start_pct:   # every batch, whether or not the optimiser steps
+            self.enqueue(torch.stack([gather_nograd(z) for z in self.z_assgn]))
 
     @torch.no_grad()
     def enqueue(self, z:Tensor):
@@ -179,5 +180,3 @@ class SWAV(SSLCallback):
 
     def after_step(self):
         if not self.protos_frozen: normalize_prototypes(self._protos())
-        if self.queue is not None and self.pct_train >= self.queue_start_pct:
-            self.enqueue(torch.stack([gather_nograd(z) for z in self.z_assgn]))
