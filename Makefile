@@ -83,6 +83,7 @@ bench: install data
 	$(PY) bench/reliability.py --readme
 	$(PY) bench/ts_compare.py --readme
 	$(PY) bench/clip_bench.py
+	$(PY) bench/compat_matrix.py --docs
 	$(PY) bench/compare_fmnist.py --readme
 
 clean:

@@ -2,17 +2,19 @@
 
 Runs the tests that put each tool next to the SSL callbacks (tests/test_algorithms.py, tests/test_fastai_compat.py and
 the multi-process tests), reads pytest's JUnit report and prints one row per algorithm of the registry and one column
-per tool: `pass`, `FAIL`, or `.` where the tool is checked on one algorithm per mechanism of state and not on this one.
+per tool: `pass`, `FAIL`, `refused` (a clear error when training starts, tested), or `.` where the tool is not
+checked on this algorithm.
 
-    python bench/compat_matrix.py              # every tool (about 15 minutes on 2 cores)
-    python bench/compat_matrix.py --inductor   # torch.compile with inductor's C++ code generation (slow on a CPU)
+    python bench/compat_matrix.py              # every tool (about 5 minutes on 2 idle cores)
+    python bench/compat_matrix.py --docs       # and write the table into nbs/82_fastai_tools.ipynb
+    python bench/compat_matrix.py --inductor   # torch.compile with inductor's C++ code generation (minutes per model on a CPU)
 """
 import argparse, os, re, subprocess, sys, tempfile, time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT/'tests'))
+sys.path[:0] = [str(ROOT/'tests'), str(ROOT/'bench')]
 
 # column -> (test file, test function); the distrib_ctx columns come from several tests
 COLUMNS = {
@@ -56,13 +58,15 @@ def outcomes(report:Path) -> dict:
 
 def matrix(res:dict) -> str:
     from self_supervised.cli import ALGOS
-    from test_fastai_compat import DIST as COMPAT_DIST
+    from test_fastai_compat import DIST as COMPAT_DIST, DIST_REFUSED
     cols = list(COLUMNS) + [DIST]
     def cell(algo, col):
         if col == DIST:
             got = [res.get((f, fn, algo)) for f, fn in [('test_dist_fastai.py', 'test_distrib_ctx_two_processes_train_like_one'),
                                                         ('test_dist_clip.py', 'test_distrib_ctx_two_processes_train_like_one')]]
-            if algo in COMPAT_DIST: got.append(res.get(('test_fastai_compat.py', 'test_distrib_ctx_two_processes', None)))
+            compat = res.get(('test_fastai_compat.py', 'test_distrib_ctx_two_processes', None))
+            if algo in COMPAT_DIST: got.append(compat)
+            if algo in DIST_REFUSED and compat: return 'refused' if compat == 'pass' else 'FAIL'   # a clear error, tested
             got = [g for g in got if g]
             return ('FAIL' if 'FAIL' in got else 'pass') if got else '.'
         return res.get((*COLUMNS[col], algo), '.')
@@ -75,8 +79,13 @@ if __name__ == '__main__':
     p.add_argument('--inductor', action='store_true', help='torch.compile with inductor (only the torch.compile column)')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--report', help='read this JUnit report instead of running the tests')
+    p.add_argument('--docs', action='store_true', help='write the table into nbs/82_fastai_tools.ipynb')
     args = p.parse_args()
     res = outcomes(Path(args.report) if args.report else run(args))
-    print(matrix(res))
+    table = matrix(res)
+    print(table)
+    if args.docs and not args.inductor:
+        from readme import write_readme
+        write_readme('compat', table, ROOT/'nbs'/'82_fastai_tools.ipynb', readme=False)
     fails = sorted(k for k, v in res.items() if v == 'FAIL')
     print(f"\n{sum(v == 'pass' for v in res.values())} tests passed, {len(fails)} failed" + (': ' + ', '.join(map(str, fails)) if fails else ''))

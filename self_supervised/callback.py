@@ -323,7 +323,8 @@ def _no_loss(*args):
 
 class SSLLearner(Learner):
     "A `Learner` for SSL pretraining: the SSL callback provides the loss, and checkpoints are written atomically by the first process"
-    def __init__(self, dls, model, loss_func=None, **kwargs): super().__init__(dls, model, loss_func=ifnone(loss_func, _no_loss), **kwargs)
+    @delegates(Learner.__init__)
+    def __init__(self, dls, model, loss_func=None, *args, **kwargs): super().__init__(dls, model, ifnone(loss_func, _no_loss), *args, **kwargs)
 
     @delegates(save_model)
     def save(self, file, **kwargs):

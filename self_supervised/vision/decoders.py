@@ -15,6 +15,7 @@ from fastai.callback.core import Callback
 from fastai.vision.learner import in_channels
 from fastai.vision.gan import GANModule, GANTrainer, FixedGANSwitcher, AdaptiveGANSwitcher, set_freeze_model
 from ..callback import SSLCallback, unwrap_model
+from ..dist import world_size
 
 # %% auto #0
 __all__ = ['center_crop', 'ImageDecoder', 'create_decoder', 'encoder_out_shape', 'decoder_for', 'check_reconstruction',
@@ -224,12 +225,15 @@ class AdversarialSSL(SSLCallback, GANTrainer):
 
     def before_fit(self):
         SSLCallback.before_fit(self)
+        if self.has_critic and world_size() > 1:   # checked before fastai's DistributedTrainer (order 11) wraps the model
+            raise ValueError(f"{type(self).__name__} trains a critic, and fastai's GAN alternation freezes and unfreezes parameters, which "
+                             f"DistributedDataParallel cannot follow (the processes' weights would drift apart): train it in one process")
         self.gen_loss.reset(); self.crit_loss.reset()
         self.gen_losses, self.crit_losses = [], []
         self.switch(self.gen_first)
 
     def before_epoch(self): pass   # the phase is set in `before_train`, after fastai's `TrainEvalCallback` puts the model in training mode
-    def before_train(self): self.switch(self.gen_first)
+    def before_train(self): SSLCallback.before_train(self); self.switch(self.gen_first)
     def before_validate(self):
         SSLCallback.before_validate(self)
         self.switch(True)

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from fastai.callback.hook import hook_outputs
-from fastai.torch_core import get_model
 from fastai.vision.learner import in_channels
 from ..augmentations import get_batch_augs, get_multi_aug_pipelines
 from ..layers import encoder_nf, composite_encoder
-from ..callback import SSLCallback
+from ..callback import SSLCallback, unwrap_model
 from .amdim import feature_map_layers
 
 # %% auto #0
@@ -217,7 +216,7 @@ class SplitBrain(SSLCallback):
 
     def _setup(self):
         super()._setup()
-        model = get_model(self.learn.model)
+        model = unwrap_model(self.learn.model)
         fix = f"create it with `create_splitbrain_model(encoder, ab_step={self.ab_step:g}, l_bins={self.l_bins})`"
         if not isinstance(model, SplitBrainModel): raise ValueError(f"SplitBrain needs a `SplitBrainModel`, got {type(model).__name__}: {fix}")
         if (model.n_ab, model.n_l) != (n_ab_bins(self.ab_step), self.l_bins):
