@@ -2,7 +2,7 @@
 
 Each algorithm runs `ssl-pretrain` with the same encoder (small_resnet, width 16), data (`--n-train` images, batch
 256, 28 px), schedule (Adam, one-cycle to 1e-2, `--epochs`) and threads, with its own recipe from
-`self_supervised.cli.ALGOS`. Columns: kNN (k=200) and linear-probe accuracy of the frozen encoder on the 10,000 test
+`self_supervised.registry.ALGOS`. Columns: kNN (k=200) and linear-probe accuracy of the frozen encoder on the 10,000 test
 images, the pretraining time, and (from `bench/step_time.py`, each in a fresh process) the time and peak memory of one
 training step relative to the bare encoder's forward+backward+Adam step on the same batch. The `--top` methods by kNN
 are run again with more seeds and reported as mean +- standard deviation. `--readme` writes the table into
@@ -12,18 +12,12 @@ are run again with more seeds and reported as mean +- standard deviation. `--rea
 """
 import argparse, json, statistics, sys
 from pathlib import Path
-from self_supervised.cli import ssl_pretrain, ALGOS
+from self_supervised.cli import ssl_pretrain
+from self_supervised.registry import ALGOS
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'bench'))
 from step_time import measure
 from readme import write_readme
-
-NAMES = dict(simclr='SimCLR', dcl='DCL', moco='MoCo v2', nnclr='NNCLR', instdisc='Instance Discrimination', swav='SwAV',
-             supcon='SupCon', supcon_moco='SupConMoCo', dino='DINO', byol='BYOL', simsiam='SimSiam',
-             barlow_twins='Barlow Twins', vicreg='VICReg', amdim='AMDIM', cpc='CPC v2', rotnet='RotNet', jigsaw='Jigsaw',
-             denoising='Denoising autoencoder', context_encoder='Context encoder', bigan='BiGAN', exemplar='Exemplar',
-             splitbrain='Split-Brain', cmc='CMC', pirl='PIRL', clip='CLIP (captions from the labels)',
-             clip_moco='CLIP-MoCo (captions from the labels)')
 
 def pretrain(algo, a, seed) -> dict:
     out = Path(a.out)/f'{algo}_seed{seed}'
@@ -35,7 +29,7 @@ def _acc(vals):
     return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
 
 def table(rows, bare, a) -> str:
-    first = next((runs[0] for algo, runs in rows.items() if not ALGOS[algo].get('rgb')), next(iter(rows.values()))[0])
+    first = next((runs[0] for algo, runs in rows.items() if not ALGOS[algo].rgb), next(iter(rows.values()))[0])
     rnd = first['results']['random']
     steps = bare is not None
     lines = ["| encoder | kNN accuracy | linear-probe accuracy | pretraining time |" + (" step / bare step | peak memory / bare |" if steps else ""),
@@ -44,8 +38,9 @@ def table(rows, bare, a) -> str:
     for algo, runs in sorted(rows.items(), key=lambda kv: -statistics.mean(r['results'][kv[0]]['knn'] for r in kv[1])):
         res = [r['results'][algo] for r in runs]
         lab = runs[0]['args'].get('labelled')
-        name = NAMES.get(algo, algo) + (f" ({lab:.0%} of the labels)" if lab is not None else '')
-        if ALGOS[algo].get('rgb'):   # trained and evaluated on tinted images: its own random baseline
+        r = ALGOS[algo]
+        name = r.title + (" (captions from the labels)" if r.group == 'image-text' else '') + (f" ({lab:.0%} of the labels)" if lab is not None else '')
+        if r.rgb:   # trained and evaluated on tinted images: its own random baseline
             r0 = runs[0]['results']['random']
             name += f" (tinted colour images; random encoder {r0['knn']:.4f} / {r0['linear']:.4f})"
         if len(runs) > 1: name += f" ({len(runs)} seeds)"

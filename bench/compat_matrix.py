@@ -57,7 +57,7 @@ def outcomes(report:Path) -> dict:
     return res
 
 def matrix(res:dict) -> str:
-    from self_supervised.cli import ALGOS
+    from self_supervised.registry import ALGOS
     from test_fastai_compat import DIST as COMPAT_DIST, DIST_REFUSED
     cols = list(COLUMNS) + [DIST]
     def cell(algo, col):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT/'tests')); sys.path.insert(0, str(ROOT/'bench'))
 from readme import write_readme
 
 def coverage() -> dict:
-    from self_supervised.cli import ALGOS
+    from self_supervised.registry import ALGOS
     from test_properties import LOSSES, MAX_EXAMPLES
     errors = len(re.findall(r'^def test_', (ROOT/'tests'/'test_errors.py').read_text(), re.M))
     in_nbs = sum(json.dumps(json.loads(p.read_text())['cells']).count('ExceptionExpected(') for p in (ROOT/'nbs').glob('*.ipynb'))
@@ -43,7 +43,7 @@ def bf16_steps(algo:str, steps:int) -> dict:
     return dict(steps=watch.n, bad=watch.bad, seconds=time.time() - t)
 
 def main():
-    from self_supervised.cli import ALGOS
+    from self_supervised.registry import ALGOS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--steps', type=int, default=200); ap.add_argument('--algos', default=','.join(ALGOS))
     ap.add_argument('--threads', type=int, default=2)

@@ -30,7 +30,7 @@ def run_case(case, bs, steps, threads):
     "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
     import torch
     from fastai.callback.core import Callback
-    from self_supervised.cli import ALGOS, ssl_learner, algo_images
+    from self_supervised.registry import ALGOS, ssl_learner, algo_images
     from self_supervised.data import fashion_mnist, ssl_dls
     from self_supervised.layers import create_encoder
     torch.set_num_threads(threads); torch.manual_seed(0)
@@ -56,7 +56,7 @@ def run_case(case, bs, steps, threads):
             if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
     spec = ALGOS[case]
     dls = ssl_dls(algo_images(case, x), algo_images(case, ds.test_x[:bs]), ds.train_y[:len(x)], ds.test_y[:bs], bs=bs, device='cpu',
-                  with_idx=spec.get('with_idx', False))
+                  with_idx=spec.with_idx)
     clock = Clock()
     learn = ssl_learner(dls, case, enc)
     learn.add_cbs([clock, Stop(clock)])
@@ -77,7 +77,7 @@ def main():
     a = ap.parse_args()
     if a.case:   # child process
         print(json.dumps(run_case(a.case, a.bs, a.steps, a.threads))); return
-    from self_supervised.cli import ALGOS
+    from self_supervised.registry import ALGOS
     bare = measure('bare', a.bs, a.steps, a.threads)
     print(f"bare encoder step (small_resnet, bs={a.bs}, 28 px, {a.threads} threads): {bare['step']*1e3:.0f} ms, peak +{bare['mem_mb']:.0f} MB")
     print("| callback | step (ms) | step / bare encoder step | peak memory (MB) | peak memory / bare |")

@@ -7,189 +7,22 @@ Docs: https://self-supervised.github.io/self_supervised/cli.html.md"""
 # %% ../nbs/80_cli.ipynb #b06c9ace
 from __future__ import annotations
 import copy, json, time
-from functools import partial
 from pathlib import Path
 import torch
-from torch import nn
 from fastcore.all import *
 from fastcore.script import call_parse, bool_arg
-from fastai.learner import Learner
-from .callback import SSLLearner
-from fastai.optimizer import Adam
 from fastai.callback.schedule import fit_one_cycle
-from fastai.vision.core import imagenet_stats
 from .data import fashion_mnist, ssl_dls, fmnist_stats
-from .layers import create_encoder, export_encoder, ssl_splitter, PoolingType
+from .layers import create_encoder, export_encoder
 from .evaluation import evaluate_encoder
 from .visual import draw_view_grid
-from .augmentations import get_multi_aug_pipelines
-from .vision.simclr import create_simclr_model, SimCLR
-from .vision.dcl import create_dcl_model, DCL
-from .vision.moco import create_moco_model, MOCO
-from .vision.nnclr import create_nnclr_model, NNCLR
-from .vision.instdisc import create_instdisc_model, InstDisc
-from .vision.supcon import create_supcon_model, SupCon, SupConMOCO
-from .vision.swav import create_swav_model, get_swav_aug_pipelines, SWAV
-from .vision.dino import create_dino_model, get_dino_aug_pipelines, DINO
-from .vision.byol import create_byol_model, BYOL
-from .vision.simsiam import create_simsiam_model, SimSiam
-from .vision.barlow_twins import create_barlow_twins_model, BarlowTwins
-from .vision.vicreg import create_vicreg_model, VICReg
-from .vision.amdim import create_amdim_model, AMDIM
-from .vision.cpc import create_cpc_model, CPCV2
-from .vision.rotnet import create_rotnet_model, RotNet
-from .vision.jigsaw import create_jigsaw_model, Jigsaw
-from .vision.denoising import create_denoising_model, Denoising
-from .vision.context_encoder import create_context_encoder_model, ContextEncoder
-from .vision.bigan import create_bigan_model, BiGAN
-from .vision.exemplar import create_exemplar_model, get_exemplar_aug_pipelines, Exemplar
-from .vision.splitbrain import create_splitbrain_model, get_splitbrain_aug_pipelines, SplitBrain, copy_encoder, tint_images
-from .vision.cmc import create_cmc_model, get_cmc_aug_pipelines, CMC
-from .vision.pirl import create_pirl_model, PIRL
-from .multimodal.clip import create_clip_model, get_clip_aug_pipelines, CLIP
-from .multimodal.clip_moco import CLIPMOCO
-from .multimodal.data import FMNISTCaptioner, FMNIST_CONTEXT
+from .registry import ALGOS, UNLABELLED, algo_images, ssl_args, ssl_learner, get_recipe
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'ALGOS', 'algo_images', 'ssl_args', 'ssl_learner', 'ssl_pretrain']
+__all__ = ['ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
-UNLABELLED = 10   # the class id SupCon treats as 'no label' (Fashion-MNIST has classes 0-9)
-
-def _clip_views(a): return get_clip_aug_pipelines(a.size, stats=a.stats)
-def _clip_model(enc, a):   # CLIP and CLIP-MoCo: the same towers
-    return create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp)
-
-def _views(a, n=2):
-    return get_multi_aug_pipelines(n, a.size, stats=a.stats, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6))
-
-ALGOS = {
-    'simclr': dict(temp=0.5, augs=_views,
-                   model=lambda enc, a: create_simclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: SimCLR(augs, temp=a.temp)),
-    'dcl':    dict(temp=0.5, augs=_views,
-                   model=lambda enc, a: create_dcl_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: DCL(augs, temp=a.temp)),
-    'moco':   dict(temp=0.2, augs=_views,   # m=0.99: a short run needs a momentum encoder that keeps up
-                   model=lambda enc, a: create_moco_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: MOCO(augs, K=4096, m=0.99, temp=a.temp)),
-    'nnclr':  dict(temp=0.2, augs=_views,
-                   model=lambda enc, a: create_nnclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: NNCLR(augs, K=8192, temp=a.temp)),
-    'instdisc': dict(temp=0.07, with_idx=True, augs=lambda a: _views(a, 1),
-                   model=lambda enc, a: create_instdisc_model(enc, projection_size=128),
-                   cb=lambda augs, a: InstDisc(augs, n_neg=min(4096, a.n_items - 1), temp=a.temp)),
-    # labels=True: the training labels are given, all but a fraction `labelled` replaced by the unlabelled id
-    'supcon': dict(temp=0.2, labels=True, augs=_views,
-                   model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
-                   cb=lambda augs, a: SupCon(augs, unsup_class_id=UNLABELLED, temp=a.temp)),
-    'supcon_moco': dict(temp=0.2, labels=True, augs=_views,
-                   model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
-                   cb=lambda augs, a: SupConMOCO(augs, unsup_class_id=UNLABELLED, K=4096, m=0.99, temp=a.temp)),
-    # multi-crop: 2 crops of a.size px predict each other's codes, 4 small crops (16 px at 28) predict both
-    'swav':   dict(temp=0.1, augs=lambda a: get_swav_aug_pipelines(num_crops=(2, 4), crop_sizes=(a.size, a.size * 4 // 7),
-                                    min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale), stats=a.stats,
-                                    rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
-                   model=lambda enc, a: create_swav_model(enc, hidden_size=256, projection_size=128, n_protos=300, bn=a.bn),
-                   # a queue of 15 batches as in the paper's batch-256 runs, from 15% of training; prototypes frozen for 5%
-                   cb=lambda augs, a: SWAV(augs, crop_sizes=(a.size, a.size * 4 // 7), num_crops=(2, 4), K=min(3840, 15 * a.get('bs', 256)),
-                                           queue_start_pct=0.15, temp=a.temp, eps=0.05, freeze_protos_pct=0.05)),
-    # temp is the student's; the same 2 + 4 crops as SwAV; m=0.99: in ~700 steps the teacher must keep up
-    'dino':   dict(temp=0.1, augs=lambda a: get_dino_aug_pipelines(num_crops=(2, 4), crop_sizes=(a.size, a.size * 4 // 7),
-                                    min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale), stats=a.stats,
-                                    rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
-                   model=lambda enc, a: create_dino_model(enc, out_dim=1024, hidden_dim=256, bottleneck_dim=64, use_bn=a.bn),
-                   cb=lambda augs, a: DINO(augs, tps=a.temp, m=0.99, tpt_warmup_pct=0.3)),
-    # no temperature; m=0.99 rising to 1 along the cosine: in ~700 steps the target must keep up
-    'byol':   dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_byol_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: BYOL(augs, m=0.99)),
-    # the paper's shape scaled down: 3-layer projector with batch norm everywhere (SimSiam collapses without it)
-    'simsiam': dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_simsiam_model(enc, hidden_size=256, projection_size=256, pred_hidden_size=64, bn=True),
-                   cb=lambda augs, a: SimSiam(augs)),
-    # no temperature; the papers' 3-layer projector (8192 wide there) with batch norm, and their loss weights
-    'barlow_twins': dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_barlow_twins_model(enc, hidden_size=512, projection_size=512),
-                   cb=lambda augs, a: BarlowTwins(augs, lmb=5e-3)),
-    'vicreg': dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_vicreg_model(enc, hidden_size=512, projection_size=512),
-                   cb=lambda augs, a: VICReg(augs, sim_w=25., var_w=25., cov_w=1.)),
-    # feature-map and pretext tasks: no temperature (AMDIM's soft clipping is its own)
-    'amdim':  dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_amdim_model(enc, n_rkhs=128, size=a.size),
-                   cb=lambda augs, a: AMDIM(augs)),
-    # CPC's patches (8 px every 4) are encoded one by one: 36 encoder passes per 28-px image
-    'cpc':    dict(temp=None, augs=lambda a: _views(a, 1),
-                   model=lambda enc, a: create_cpc_model(enc, context_dim=128),
-                   cb=lambda augs, a: CPCV2(augs)),
-    'rotnet': dict(temp=None, augs=lambda a: _views(a, 1),
-                   model=lambda enc, a: create_rotnet_model(enc, hidden_size=256, bn=a.bn),
-                   cb=lambda augs, a: RotNet(augs)),
-    'jigsaw': dict(temp=None, augs=lambda a: _views(a, 1),
-                   model=lambda enc, a: create_jigsaw_model(enc, hidden_size=256, bn=a.bn),
-                   cb=lambda augs, a: Jigsaw(augs)),
-    # reconstruction: the decoder is sized to the encoder and the views
-    'denoising': dict(temp=None, augs=lambda a: _views(a, 1),
-                   model=lambda enc, a: create_denoising_model(enc, a.size, a.n_in),
-                   cb=lambda augs, a: Denoising(augs, p=0.25)),
-    'context_encoder': dict(temp=None, augs=lambda a: _views(a, 1),
-                   model=lambda enc, a: create_context_encoder_model(enc, a.size, a.n_in),
-                   cb=lambda augs, a: ContextEncoder(augs)),
-    # adversarial: DCGAN's Adam (mom=0.5) at a flat, small learning rate keeps generator and critic balanced
-    # (one-cycle would also schedule the momentum)
-    'bigan':  dict(temp=None, augs=lambda a: _views(a, 1), lr=5e-4, one_cycle=False, opt_func=partial(Adam, mom=0.5),
-                   model=lambda enc, a: create_bigan_model(enc, a.size, a.n_in, z_dim=16),
-                   cb=lambda augs, a: BiGAN(augs)),
-    # surrogate classes: one per training item (the item index), strong augmentation
-    'exemplar': dict(temp=None, with_idx=True,
-                   augs=lambda a: get_exemplar_aug_pipelines(a.size, stats=a.stats, resize_scale=(min(a.min_scale, 0.25), 1.), blur=a.blur, blur_s=(2, 6)),
-                   model=lambda enc, a: create_exemplar_model(enc, a.n_items, hidden_size=256, bn=a.bn),
-                   cb=lambda augs, a: Exemplar(augs)),
-    # rgb=True: CIE Lab methods need colour, so grey data is tinted (`algo_images`); the L network takes 1 channel
-    'splitbrain': dict(temp=None, rgb=True,
-                   augs=lambda a: get_splitbrain_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
-                   model=lambda enc, a: create_splitbrain_model(enc if a.n_in == 1 else copy_encoder(enc, 1), hidden_size=64),
-                   cb=lambda augs, a: SplitBrain(augs)),
-    'cmc':    dict(temp=0.07, with_idx=True, rgb=True,
-                   augs=lambda a: get_cmc_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
-                   model=lambda enc, a: create_cmc_model(enc if a.n_in == 1 else copy_encoder(enc, 1), projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: CMC(augs, n_neg=min(16384, a.n_items - 1), temp=a.temp)),
-    'pirl':   dict(temp=0.07, with_idx=True, augs=_views,
-                   model=lambda enc, a: create_pirl_model(enc, grid=3, projection_size=128, bn=a.bn),
-                   cb=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp)),
-    # image-text: captions made from each batch's labels and its measured tone and texture (the images come with no
-    # text); one view, crops and flips only (colour jitter or blur would contradict the captions)
-    'clip':   dict(temp=0.07, augs=_clip_views, model=_clip_model,
-                   cb=lambda augs, a: CLIP(augs, captions=FMNISTCaptioner())),
-    'clip_moco': dict(temp=0.07, augs=_clip_views, model=_clip_model,
-                   cb=lambda augs, a: CLIPMOCO(augs, K=4096, m=0.99, captions=FMNISTCaptioner())),
-}
-
-def algo_images(algo:str, x):
-    "The images `algo` trains and is evaluated on: grey images tinted with a random colour each for the Lab methods (`rgb=True`)"
-    return tint_images(x) if ALGOS[algo].get('rgb') and x.shape[1] == 1 else x
-
-# %% ../nbs/80_cli.ipynb #5951eb26
-def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
-    "The settings of `algo`'s recipe on `dls`: the CLI's defaults and what the data tells, overridden by `recipe` and `kwargs`"
-    if algo not in ALGOS: raise ValueError(f"Unknown algorithm `algo={algo!r}`: choose one of {', '.join(ALGOS)}")
-    x = dls.train.one_batch()[0]
-    if x.ndim != 4: raise ValueError(f"`ssl_learner` trains image encoders: the batches of `dls` must be (B, C, H, W) images, got shape {tuple(x.shape)}")
-    recipe = {**ifnone(recipe, {}), **kwargs}
-    n_in = recipe.get('n_in', x.shape[1])
-    a = AttrDict(size=x.shape[-1], n_in=n_in, min_scale=0.4, blur=False, bn=True, temp=ALGOS[algo]['temp'],
-                 stats=fmnist_stats if n_in == 1 else imagenet_stats, n_items=len(dls.train.dataset), bs=dls.train.bs)
-    a.update({k: v for k, v in recipe.items() if v is not None})
-    return a
-
-def ssl_learner(dls, algo:str, arch='small_resnet', recipe:dict|None=None, **kwargs) -> Learner:
-    "`Learner` pretraining an encoder (`arch`: a name for `create_encoder`, or a module) on `dls` with `algo` of `ALGOS`; its SSL callback is the last of `learn.cbs`"
-    a = ssl_args(dls, algo, recipe)
-    encoder = create_encoder(arch, n_in=a.n_in)
-    spec = ALGOS[algo]
-    return SSLLearner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=spec.get('opt_func', Adam),
-                   splitter=ssl_splitter, **kwargs)
+_all_ = ['ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']   # the registry's, imported from here by older code
 
 # %% ../nbs/80_cli.ipynb #985d32b0
 def _plot(learn, cb, path, title):
@@ -203,14 +36,14 @@ def _plot(learn, cb, path, title):
 # %% ../nbs/80_cli.ipynb #a77e357a
 @call_parse
 def ssl_pretrain(
-    algo:str='simclr',          # SSL algorithm: one of `ALGOS`
+    algo:str='simclr',          # SSL algorithm: a name of the registry (`ALGOS`)
     arch:str='small_resnet',    # Encoder: `small_resnet`, or a timm or fastai architecture name
     width:int=16,               # Width of `small_resnet`
     size:int=28,                # Size of the augmented views
     epochs:int=3,               # Training epochs
     bs:int=256,                 # Batch size
     lr:float=None,              # Maximum learning rate of the one-cycle schedule (default: the algorithm's, else 1e-2)
-    temp:float=None,            # Temperature of the loss (default: the algorithm's, see `ALGOS`)
+    temp:float=None,            # Temperature of the loss (default: the recipe's)
     min_scale:float=0.4,        # Smallest crop, as a fraction of the image area
     blur:bool_arg=False,        # Gaussian blur in the augmentations (little detail to remove at 28 px)
     pool:str='catavgmax',       # Encoder pooling: avg or catavgmax
@@ -229,9 +62,9 @@ def ssl_pretrain(
     if algo not in ALGOS: raise SystemExit(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
     if threads: torch.set_num_threads(threads)
     spec = ALGOS[algo]
-    temp, lr = ifnone(temp, spec['temp']), ifnone(lr, spec.get('lr', 1e-2))
+    temp, lr = ifnone(temp, spec.temp), ifnone(lr, ifnone(spec.lr, 1e-2))
     args = AttrDict(algo=algo, arch=arch, width=width, size=size, epochs=epochs, bs=bs, lr=lr, temp=temp, min_scale=min_scale, blur=blur, pool=pool, bn=bn,
-                    labelled=labelled if spec.get('labels') else None)
+                    labelled=labelled if spec.labels else None)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     try: ds = fashion_mnist(data)
@@ -242,22 +75,22 @@ def ssl_pretrain(
     if bs > len(tr): raise SystemExit(f"--bs {bs} is larger than the training set ({len(tr)} images): lower --bs or raise --n-train")
     if not 0 <= labelled <= 1: raise SystemExit(f"--labelled {labelled} is a fraction: pass a value in [0, 1]")
     ytr = ds.train_y[tr].clone()
-    if spec.get('labels'):   # own generator: the encoder's initialisation stays that of the other algorithms
+    if spec.labels:   # own generator: the encoder's initialisation stays that of the other algorithms
         ytr[torch.rand(len(ytr), generator=torch.Generator().manual_seed(seed)) >= labelled] = UNLABELLED
     train_x, test_x = algo_images(algo, ds.train_x[tr]), algo_images(algo, ds.test_x[:n_test])
     dls = ssl_dls(train_x, test_x[:1024], ytr, ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu',
-                  with_idx=spec.get('with_idx', False))
+                  with_idx=spec.with_idx)
     try: encoder = create_encoder(arch, n_in=1, pool_type=pool, **({'width': width} if arch == 'small_resnet' else {}))
     except ValueError as e: raise SystemExit(str(e)) from e
     learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
     random_encoder = copy.deepcopy(learn.model.encoder)   # the model's own encoder (Split-Brain and CMC build theirs)
     cb = learn.cbs[-1]
     t0 = time.time()
-    if spec.get('one_cycle', True): learn.fit_one_cycle(epochs, lr)
+    if spec.one_cycle: learn.fit_one_cycle(epochs, lr)
     else: learn.fit(epochs, lr)
     train_s = time.time() - t0
     ev = dict(train_x=train_x, train_y=ds.train_y[tr], test_x=test_x, test_y=ds.test_y[:n_test],
-              size=size, stats=None if spec.get('rgb') else fmnist_stats, n_probe=n_probe, probe=probe)
+              size=size, stats=None if spec.rgb else fmnist_stats, n_probe=n_probe, probe=probe)
     res = {'random': evaluate_encoder(random_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
     export_encoder(learn.model, out/'encoder.safetensors', algo=algo)
     _plot(learn, cb, out/f'{algo}.png', f'{algo} on Fashion-MNIST')

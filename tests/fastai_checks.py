@@ -5,7 +5,7 @@ from fastai.learner import load_learner
 from fastai.callback.schedule import fit_one_cycle, lr_find   # Learner methods
 from fastai.torch_core import set_seed
 from self_supervised.callback import SSLCallback
-from self_supervised.cli import ALGOS, ssl_learner, algo_images
+from self_supervised.registry import ALGOS, UNLABELLED, ssl_learner, algo_images
 from self_supervised.data import ssl_dls
 from self_supervised.layers import create_encoder
 
@@ -18,8 +18,8 @@ def tiny_learner(algo, seed=0, init_seed=0, **kwargs):
     g = torch.Generator().manual_seed(seed)
     x = algo_images(algo, (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8))
     y = torch.randint(0, 3, (N + BS,), generator=g)
-    if spec.get('labels'): y[::2] = 10   # half unlabelled (the CLI's UNLABELLED id)
-    dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.get('with_idx', False))
+    if spec.labels: y[::2] = UNLABELLED   # half unlabelled
+    dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu', with_idx=spec.with_idx)
     return ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3, **kwargs)
 
 def ssl_cb(learn): return next(cb for cb in learn.cbs if isinstance(cb, SSLCallback))

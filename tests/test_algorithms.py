@@ -1,4 +1,4 @@
-"""Every algorithm of the registry (`self_supervised.cli.ALGOS`) against the same checklist.
+"""Every algorithm of the registry (`self_supervised.registry.ALGOS`) against the same checklist.
 
 A new algorithm is covered by adding it to `ALGOS`: it must resume exactly from a checkpoint, train without
 NaN/Inf in bfloat16 autocast, and survive fastai's usual calls (`summary`, `lr_find`, `fit_one_cycle`,
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from fastai.callback.schedule import fit_flat_cos   # a Learner method
 from fastai.callback.tracker import SaveModelCallback
 from self_supervised.training import CPUMixedPrecision
-from self_supervised.cli import ALGOS
+from self_supervised.registry import ALGOS
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
 from self_supervised.callback import SeedEpochs, check_resume, _assert_same

@@ -47,5 +47,7 @@ def test_cli_missing_data(no_fmnist):
     for hint in ('apt-get install dataset-fashion-mnist', 'SSL_DATA', 'download_fashion_mnist', str(empty)): assert hint in msg
 
 def test_registry_builds_every_algo():
-    for name, spec in ALGOS.items():
-        assert {'model', 'augs', 'cb', 'temp'} <= set(spec), name
+    "The CLI offers every image recipe of the registry, each with its model, views and callback builders"
+    from self_supervised.registry import recipes
+    assert list(ALGOS) == list(recipes('image')) and len(ALGOS) >= 26
+    for name, spec in ALGOS.items(): assert all(callable(f) for f in (spec.model, spec.views, spec.callback)), name

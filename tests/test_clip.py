@@ -7,7 +7,8 @@ import pytest, torch
 from fastai.torch_core import set_seed
 
 pytest.importorskip('open_clip')
-from self_supervised import cli
+from dataclasses import replace
+from self_supervised import registry
 from self_supervised.data import ssl_dls
 from self_supervised.layers import create_encoder
 from self_supervised.multimodal.clip import CLIP
@@ -22,15 +23,15 @@ def tiny_learner(algo, seed=0):
     x = (torch.rand(N + BS, 1, 28, 28, generator=g) * 255).to(torch.uint8)
     y = torch.randint(0, 10, (N + BS,), generator=g)
     dls = ssl_dls(x[:N], x[N:], y[:N], y[N:], bs=BS, device='cpu')
-    return cli.ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3)
+    return registry.ssl_learner(dls, algo, create_encoder('small_resnet', n_in=1, width=4), lr=1e-3)
 
 def test_queue_smaller_than_batch_is_refused(monkeypatch):
-    monkeypatch.setitem(cli.ALGOS, 'clip_moco', dict(cli.ALGOS['clip_moco'], cb=lambda augs, a: CLIPMOCO(augs, K=BS - 1, captions=FMNISTCaptioner())))
+    monkeypatch.setitem(registry._RECIPES, 'clip_moco', replace(registry.ALGOS['clip_moco'], callback=lambda augs, a: CLIPMOCO(augs, K=BS - 1, captions=FMNISTCaptioner())))
     learn = tiny_learner('clip_moco')
     with pytest.raises(ValueError, match=f'K >= {BS}'): learn.fit(1)
 
 def test_image_only_loader_without_captions_is_refused(monkeypatch):
-    monkeypatch.setitem(cli.ALGOS, 'clip', dict(cli.ALGOS['clip'], cb=lambda augs, a: CLIP(augs)))
+    monkeypatch.setitem(registry._RECIPES, 'clip', replace(registry.ALGOS['clip'], callback=lambda augs, a: CLIP(augs)))
     with pytest.raises(ValueError, match='holds no captions'): tiny_learner('clip').fit(1)
 
 def test_tokenizer_works_offline():

@@ -4,11 +4,9 @@ Each process holds half of the batch, computes the loss of its own anchors again
 both processes, and backpropagates. DDP would average the parameter gradients over processes; here the
 gradients w.r.t. the embeddings are averaged the same way, so they must equal the single-process gradients.
 """
-import os, socket
 from functools import partial
 import pytest, torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import WORLD
 from self_supervised.losses import nt_xent_loss, dcl_loss, moco_loss, supcon_loss, barlow_twins_loss, vicreg_loss
 
 def _supcon(z1, z2):
@@ -20,31 +18,19 @@ LOSSES = {'nt_xent': partial(nt_xent_loss, temp=0.5), 'dcl': partial(dcl_loss, t
           'supcon': _supcon,
           # batch-statistics losses: every process computes the loss of the global batch (its gather has gradients)
           'barlow_twins': partial(barlow_twins_loss, lambd=0.1), 'vicreg': partial(vicreg_loss, cov_w=2.)}
-WORLD = 2
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def _worker(rank, port, name, z1, z2, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        n = len(z1) // WORLD
-        a = z1[rank*n:(rank+1)*n].clone().requires_grad_()
-        b = z2[rank*n:(rank+1)*n].clone().requires_grad_()
-        loss = LOSSES[name](a, b)
-        loss.backward()
-        torch.save(dict(loss=loss.detach(), ga=a.grad / WORLD, gb=b.grad / WORLD), f'{out_dir}/{rank}.pt')
-    finally: dist.destroy_process_group()
+def _worker(rank, name, z1, z2):
+    n = len(z1) // WORLD
+    a = z1[rank*n:(rank+1)*n].clone().requires_grad_()
+    b = z2[rank*n:(rank+1)*n].clone().requires_grad_()
+    loss = LOSSES[name](a, b)
+    loss.backward()
+    return dict(loss=loss.detach(), ga=a.grad / WORLD, gb=b.grad / WORLD)
 
 @pytest.mark.parametrize('name', list(LOSSES))
-def test_two_processes_equal_one(name, tmp_path):
+def test_two_processes_equal_one(name, in_processes):
     torch.manual_seed(0)
     z1, z2 = torch.randn(12, 16, dtype=torch.float64), torch.randn(12, 16, dtype=torch.float64)
-    mp.spawn(_worker, args=(_free_port(), name, z1, z2, str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path/f'{r}.pt') for r in range(WORLD)]
+    res = in_processes(_worker, name, z1, z2)
     a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
     loss = LOSSES[name](a, b)
     loss.backward()
@@ -82,29 +68,23 @@ def _simclr_setup(x, bs):
     dls = DataLoaders(TensorDL(x, bs=bs, drop_last=True), TensorDL(x[:bs], bs=bs), device='cpu')
     return Learner(dls, model, cbs=SimCLR(augs, temp=0.5), opt_func=partial(SGD, mom=0.), lr=0.5)
 
-def _simclr_worker(rank, port, x, out_dir):
+def _simclr_worker(rank, x):
     from torch.nn.parallel import DistributedDataParallel as DDP
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        n = 8   # local batch: rows [16b + 8r, 16b + 8r + 8) of each global batch b of 16
-        mine = torch.cat([x[b*16 + rank*n: b*16 + (rank+1)*n] for b in range(len(x) // 16)])
-        learn = _simclr_setup(mine, n)
-        learn.model = DDP(learn.model)
-        with learn.no_bar(), learn.no_logging(): learn.fit(2)
-        torch.save(learn.model.module.state_dict(), f'{out_dir}/{rank}.pt')
-    finally: dist.destroy_process_group()
+    n = 8   # local batch: rows [16b + 8r, 16b + 8r + 8) of each global batch b of 16
+    mine = torch.cat([x[b*16 + rank*n: b*16 + (rank+1)*n] for b in range(len(x) // 16)])
+    learn = _simclr_setup(mine, n)
+    learn.model = DDP(learn.model)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2)
+    return learn.model.module.state_dict()
 
-def test_simclr_two_processes_train_like_one(tmp_path):
+def test_simclr_two_processes_train_like_one(in_processes):
     torch.manual_seed(1)
     x = (torch.rand(64, 1, 12, 12) * 255).to(torch.uint8)
-    mp.spawn(_simclr_worker, args=(_free_port(), x, str(tmp_path)), nprocs=WORLD, join=True)
+    res = in_processes(_simclr_worker, x)
     single = _simclr_setup(x, 16)
     with single.no_bar(), single.no_logging(): single.fit(2)
     start = _simclr_setup(x, 16).model.state_dict()
-    for r in range(WORLD):
-        sd = torch.load(tmp_path/f'{r}.pt')
+    for sd in res:
         for k, v in single.model.state_dict().items():
             torch.testing.assert_close(sd[k], v, atol=1e-5, rtol=1e-4)
     assert any((single.model.state_dict()[k] - start[k]).abs().max() > 1e-3 for k in start)   # training moved the weights

@@ -6,14 +6,10 @@ CLIP-MoCo's momentum keys), computes the loss of its own rows and backpropagates
 one process on all pairs. Training level: fastai's `distrib_ctx` (DDP, gloo) trains to the same weights, the same
 `logit_scale`, and for CLIP-MoCo the same momentum model and queues, as one process on the reordered batches.
 """
-import os
 from functools import partial
 import pytest, torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-import torch.nn.functional as F
 from torch import nn
-from test_dist import _free_port, WORLD
+from conftest import WORLD, fit_distributed, assert_trained_like_one
 
 pytest.importorskip('open_clip')
 
@@ -33,26 +29,20 @@ def _clip_moco_noqueue(img, txt, img_k, txt_k, s):
 
 LOSSES = {'clip': _clip, 'clip_moco': _clip_moco, 'clip_moco_noqueue': _clip_moco_noqueue}
 
-def _loss_worker(rank, port, name, data, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        n = len(data[0]) // WORLD
-        img, txt, ik, tk = (t[rank*n:(rank+1)*n].clone() for t in data)
-        img.requires_grad_(); txt.requires_grad_()
-        s = torch.tensor(9., dtype=torch.float64, requires_grad=True)
-        loss = LOSSES[name](img, txt, ik, tk, s)
-        loss.backward()
-        torch.save(dict(loss=loss.detach(), gi=img.grad / WORLD, gt=txt.grad / WORLD, gs=s.grad / WORLD), f'{out_dir}/{rank}.pt')
-    finally: dist.destroy_process_group()
+def _loss_worker(rank, name, data):
+    n = len(data[0]) // WORLD
+    img, txt, ik, tk = (t[rank*n:(rank+1)*n].clone() for t in data)
+    img.requires_grad_(); txt.requires_grad_()
+    s = torch.tensor(9., dtype=torch.float64, requires_grad=True)
+    loss = LOSSES[name](img, txt, ik, tk, s)
+    loss.backward()
+    return dict(loss=loss.detach(), gi=img.grad / WORLD, gt=txt.grad / WORLD, gs=s.grad / WORLD)
 
 @pytest.mark.parametrize('name', list(LOSSES))
-def test_loss_two_processes_equal_one(name, tmp_path):
+def test_loss_two_processes_equal_one(name, in_processes):
     torch.manual_seed(0)
     data = [torch.randn(12, 6, dtype=torch.float64) for _ in range(4)]   # queries img, txt; keys img_k, txt_k
-    mp.spawn(_loss_worker, args=(_free_port(), name, data, str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path/f'{r}.pt') for r in range(WORLD)]
+    res = in_processes(_loss_worker, name, data)
     img, txt = data[0].clone().requires_grad_(), data[1].clone().requires_grad_()
     s = torch.tensor(9., dtype=torch.float64, requires_grad=True)
     loss = LOSSES[name](img, txt, data[2], data[3], s)
@@ -98,45 +88,17 @@ def _setup(algo, x, tokens, bs):
     dls = DataLoaders(CaptionDL(x, tokens, bs=bs, drop_last=True), CaptionDL(x[:bs], tokens[:bs], bs=bs), device='cpu')
     return SSLLearner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.2)
 
-def _ssl_cb(learn):
-    from self_supervised.callback import SSLCallback
-    return next(c for c in learn.cbs if isinstance(c, SSLCallback))
-
-def _fit_worker(rank, port, algo, x, tokens, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), ACCELERATE_USE_CPU='true')
-    torch.set_num_threads(1)
-    import fastai.distributed   # Learner.distrib_ctx
-    learn = _setup(algo, x, tokens, BS)
-    with learn.distrib_ctx(sync_bn=False, cpu=True):
-        assert torch.distributed.get_world_size() == WORLD
-        with learn.no_logging(): learn.fit(2)
-        steps = learn.train_iter
-    torch.save(dict(sd=learn.model.state_dict(), cb=_ssl_cb(learn).state_dict(), steps=steps), out_dir/f'{rank}.pt')
-    torch.distributed.destroy_process_group()
-
-def _close(a, b, name):
-    if isinstance(a, dict):
-        for k in a: _close(a[k], b[k], f'{name}.{k}')
-    elif isinstance(a, torch.Tensor): torch.testing.assert_close(a, b.to(a.device), atol=1e-5, rtol=1e-4, msg=lambda m: f'{name}: {m}')
-    else: assert a == b, f'{name}: {a} != {b}'
-
 @pytest.mark.parametrize('algo', ['clip', 'clip_moco'])
-def test_distrib_ctx_two_processes_train_like_one(algo, tmp_path):
+def test_distrib_ctx_two_processes_train_like_one(algo, in_processes):
     pytest.importorskip('accelerate')
     x, tokens = _pairs()
-    mp.spawn(_fit_worker, args=(_free_port(), algo, x, tokens, tmp_path), nprocs=WORLD, join=True)
+    res = in_processes(fit_distributed, _setup, (algo, x, tokens, BS), fastai=True)
     half, k = N // WORLD, N // WORLD // BS
     # fastai's DistributedDL gives each process a contiguous half: the global batch b is [batch b of half 0; batch b of half 1]
     order = torch.cat([torch.cat([torch.arange(r*half + b*BS, r*half + (b+1)*BS) for r in range(WORLD)]) for b in range(k)])
     single = _setup(algo, x[order], tokens[order], WORLD * BS)
     with single.no_bar(), single.no_logging(): single.fit(2)
     start = _setup(algo, x, tokens, BS).model.state_dict()
-    for r in range(WORLD):
-        res = torch.load(tmp_path/f'{r}.pt', weights_only=True)
-        assert res['steps'] == 2 * k
-        _close(res['sd'], single.model.state_dict(), f'rank {r} model')
-        assert res['cb'].keys() == _ssl_cb(single).state_dict().keys()
-        _close(res['cb'], _ssl_cb(single).state_dict(), f'rank {r} {algo} state')
+    assert_trained_like_one(res, single, 2 * k)   # CLIP-MoCo's momentum model and queues too: they are in the model
     moved = {n for n in start if (single.model.state_dict()[n] - start[n]).abs().max() > 1e-3}
     assert 'logit_scale' in moved and any(n.startswith('text.') for n in moved) and any(n.startswith('encoder.') for n in moved)

@@ -5,14 +5,11 @@ processes must end with the centre a single process computes on the whole batch.
 a mean over samples: the average of the processes' losses is the whole batch's loss, and their gradients,
 averaged as DDP does, are the single-process gradients.
 """
-import os
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from test_dist import _free_port
+from conftest import WORLD
 from self_supervised.losses import dino_loss, dino_center_update
 
-WORLD, V, NL, B, K = 2, 4, 2, 6, 8   # 4 crops (2 large), a global batch of 6 split in 2 x 3
+V, NL, B, K = 4, 2, 6, 8   # 4 crops (2 large), a global batch of 6 split in 2 x 3
 TPS, TPT, CMOM = 0.1, 0.05, 0.9
 
 def _local(x, rank):
@@ -20,28 +17,22 @@ def _local(x, rank):
     n = x.shape[1] // WORLD
     return x[:, rank*n:(rank+1)*n].reshape(-1, x.shape[-1])
 
-def _worker(rank, port, s, t, c, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        ls = _local(s, rank).clone().requires_grad_()
-        lt = _local(t, rank)
-        loss = dino_loss(ls, lt, c, NL, TPS, TPT)
-        loss.backward()
-        center = dino_center_update(c, lt, CMOM)
-        torch.save(dict(loss=loss.detach(), grad=ls.grad.view(V, -1, K) / WORLD, center=center), f'{out_dir}/{rank}.pt')
-    finally: dist.destroy_process_group()
+def _worker(rank, s, t, c):
+    ls = _local(s, rank).clone().requires_grad_()
+    lt = _local(t, rank)
+    loss = dino_loss(ls, lt, c, NL, TPS, TPT)
+    loss.backward()
+    center = dino_center_update(c, lt, CMOM)
+    return dict(loss=loss.detach(), grad=ls.grad.view(V, -1, K) / WORLD, center=center)
 
 def _data():
     torch.manual_seed(0)
     return (torch.randn(V, B, K, dtype=torch.float64), torch.randn(NL, B, K, dtype=torch.float64) * 3,
             torch.randn(1, K, dtype=torch.float64))
 
-def test_dino_two_processes_equal_one(tmp_path):
+def test_dino_two_processes_equal_one(in_processes):
     s, t, c = _data()
-    mp.spawn(_worker, args=(_free_port(), s, t, c, str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path/f'{r}.pt') for r in range(WORLD)]
+    res = in_processes(_worker, s, t, c)
     full_s = s.reshape(-1, K).clone().requires_grad_()
     loss = dino_loss(full_s, t.reshape(-1, K), c, NL, TPS, TPT)
     loss.backward()

@@ -7,12 +7,10 @@ global batch of step k is then [batch k of the first half; batch k of the second
 reference rebuilds by reordering the images. The views are deterministic (identity, flip, resizes), the models have
 no batch norm, and the optimiser is plain SGD, so only the distributed machinery can make the runs differ.
 """
-import os
 from functools import partial
 import pytest, torch
 from torch import nn
-import torch.multiprocessing as mp
-from test_dist import _free_port, WORLD
+from conftest import WORLD, fit_distributed, assert_trained_like_one
 
 pytest.importorskip('accelerate')
 N, BS = 64, 8   # per process: 32 images, 4 batches of 8
@@ -55,47 +53,16 @@ def _setup(algo, x, bs):
     # Barlow Twins' loss sums D squared correlations: a smaller step keeps float32 rounding from being amplified
     return SSLLearner(dls, model, cbs=cb, opt_func=partial(SGD, mom=0.), lr=0.01 if algo == 'barlow_twins' else 0.5)
 
-def _worker(rank, port, algo, x, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), ACCELERATE_USE_CPU='true')
-    torch.set_num_threads(1)
-    import fastai.distributed   # Learner.distrib_ctx
-    learn = _setup(algo, x, BS)
-    learn.path = out_dir/f'rank{rank}'
-    with learn.distrib_ctx(sync_bn=False, cpu=True):
-        assert torch.distributed.get_world_size() == WORLD and torch.distributed.get_backend() == 'gloo'
-        with learn.no_logging(): learn.fit(2)
-        n_steps = learn.train_iter
-        learn.save('ckpt')   # every process calls it, as a script would
-    cb = _ssl_cb(learn)
-    torch.save(dict(sd=learn.model.state_dict(), cb=cb.state_dict(), steps=n_steps), out_dir/f'{rank}.pt')
-    torch.distributed.destroy_process_group()
-
-def _ssl_cb(learn):
-    from self_supervised.callback import SSLCallback
-    return next(c for c in learn.cbs if isinstance(c, SSLCallback))
-
-def _close(a, b, name):
-    if isinstance(a, dict):
-        for k in a: _close(a[k], b[k], f'{name}.{k}')
-    elif isinstance(a, torch.Tensor): torch.testing.assert_close(a, b.to(a.device), atol=1e-5, rtol=1e-4, msg=lambda m: f'{name}: {m}')
-    else: assert a == b, f'{name}: {a} != {b}'
-
 @pytest.mark.parametrize('algo', ['simclr', 'moco', 'byol', 'barlow_twins', 'swav', 'dino'])
-def test_distrib_ctx_two_processes_train_like_one(algo, tmp_path):
+def test_distrib_ctx_two_processes_train_like_one(algo, tmp_path, in_processes):
     torch.manual_seed(1)
     x = (torch.rand(N, 1, 12, 12) * 255).to(torch.uint8)
-    mp.spawn(_worker, args=(_free_port(), algo, x, tmp_path), nprocs=WORLD, join=True)
+    res = in_processes(fit_distributed, _setup, (algo, x, BS), tmp_path, fastai=True)
     half, k = N // WORLD, N // WORLD // BS
     order = torch.cat([torch.cat([x[r*half + b*BS: r*half + (b+1)*BS] for r in range(WORLD)]) for b in range(k)])
     single = _setup(algo, order, WORLD * BS)
     with single.no_bar(), single.no_logging(): single.fit(2)
     start = _setup(algo, x, BS).model.state_dict()
-    for r in range(WORLD):
-        res = torch.load(tmp_path/f'{r}.pt', weights_only=True)
-        assert res['steps'] == 2 * k
-        _close(res['sd'], single.model.state_dict(), f'rank {r} model')
-        assert res['cb'].keys() == _ssl_cb(single).state_dict().keys()
-        _close(res['cb'], _ssl_cb(single).state_dict(), f'rank {r} {algo} state')
+    assert_trained_like_one(res, single, 2 * k)   # the callbacks' state too: it is in the model
     assert any((single.model.state_dict()[n] - start[n]).abs().max() > 1e-3 for n in start)   # training moved the weights
     assert (tmp_path/'rank0'/'models'/'ckpt.pth').exists() and not (tmp_path/'rank1'/'models').exists()   # only rank 0 writes

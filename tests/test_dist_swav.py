@@ -5,43 +5,34 @@ rows of the single-process codes. The swapped prediction loss is a mean over sam
 but the codes depend on the whole batch, so the loss and its gradients (averaged over processes, as DDP does) are
 compared too, with the codes computed in each process.
 """
-import os
 import pytest, torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import WORLD
 from self_supervised.losses import sinkhorn_knopp, swav_loss
-from test_dist import _free_port
 
-WORLD, EPS, ITERS, TEMP, IDS = 2, 0.05, 3, 0.1, (0, 1)
+EPS, ITERS, TEMP, IDS = 0.05, 3, 0.1, (0, 1)
 
 def _swav(scores):
     "The SwAV step on crops `scores` (V, b, K): codes of the assignment crops, then the swapped prediction loss"
     codes = torch.stack([sinkhorn_knopp(scores[i].detach(), EPS, ITERS) for i in IDS])
     return swav_loss(scores, codes, TEMP, IDS), codes
 
-def _worker(rank, port, scores, sizes, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        lo = sum(sizes[:rank])
-        mine = scores[:, lo:lo + sizes[rank]].clone().requires_grad_()
-        codes = sinkhorn_knopp(mine[0].detach(), EPS, ITERS)
-        long = sinkhorn_knopp(mine[0].detach(), 0.2, 200)
-        loss, _ = _swav(mine)
-        loss.backward()
-        torch.save(dict(codes=codes, long=long, loss=loss.detach(), grad=mine.grad), f'{out_dir}/{rank}.pt')
-    finally: dist.destroy_process_group()
+def _worker(rank, scores, sizes):
+    lo = sum(sizes[:rank])
+    mine = scores[:, lo:lo + sizes[rank]].clone().requires_grad_()
+    codes = sinkhorn_knopp(mine[0].detach(), EPS, ITERS)
+    long = sinkhorn_knopp(mine[0].detach(), 0.2, 200)
+    loss, _ = _swav(mine)
+    loss.backward()
+    return dict(codes=codes, long=long, loss=loss.detach(), grad=mine.grad)
 
 @pytest.mark.parametrize('sizes', [(6, 6), (5, 7)])
-def test_swav_two_processes_equal_one(sizes, tmp_path):
+def test_swav_two_processes_equal_one(sizes, in_processes):
     "Equal halves, and unequal ones (a queue split over processes can leave one more row on one of them)"
     torch.manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(4, sum(sizes), 8, dtype=torch.float64), dim=-1)
     protos = torch.nn.functional.normalize(torch.randn(10, 8, dtype=torch.float64), dim=-1)
     scores = z @ protos.T   # (V=4 crops, B=12, K=10) cosine scores
-    mp.spawn(_worker, args=(_free_port(), scores, sizes, str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path/f'{r}.pt') for r in range(WORLD)]
+    res = in_processes(_worker, scores, sizes)
 
     full = scores.clone().requires_grad_()
     loss, codes = _swav(full)
@@ -82,23 +73,18 @@ def _swav_cb(queue):
     cb.queue, cb.queue_n = queue, queue.shape[1]
     return cb, protos
 
-def _queue_worker(rank, port, queue, z, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        torch.set_num_threads(1)
-        cb, protos = _swav_cb(queue)
-        n = len(z) // WORLD
-        torch.save(cb.get_codes(protos(z[rank*n:(rank+1)*n])), f'{out_dir}/{rank}.pt')
-    finally: dist.destroy_process_group()
+def _queue_worker(rank, queue, z):
+    cb, protos = _swav_cb(queue)
+    n = len(z) // WORLD
+    return cb.get_codes(protos(z[rank*n:(rank+1)*n]))
 
-def test_queue_codes_two_processes_equal_one(tmp_path):
+def test_queue_codes_two_processes_equal_one(in_processes):
     torch.manual_seed(0)
     queue = torch.nn.functional.normalize(torch.randn(1, 9, 8, dtype=torch.float64), dim=-1)   # 9 rows: shares of 5 and 4
     z = torch.nn.functional.normalize(torch.randn(12, 8, dtype=torch.float64), dim=-1)
-    mp.spawn(_queue_worker, args=(_free_port(), queue, z, str(tmp_path)), nprocs=WORLD, join=True)
+    res = in_processes(_queue_worker, queue, z)
     cb, protos = _swav_cb(queue)
     with torch.no_grad(): codes = cb.get_codes(protos(z))
-    torch.testing.assert_close(torch.cat([torch.load(tmp_path/f'{r}.pt') for r in range(WORLD)]), codes, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(res), codes, atol=1e-5, rtol=0)
     # and the queue matters: the codes without it differ
     assert (codes - sinkhorn_knopp(protos(z).detach(), EPS, ITERS)).abs().max() > 1e-3

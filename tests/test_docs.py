@@ -36,7 +36,7 @@ def test_link_check_finds_broken_links(site, tmp_path):
     shutil.copytree(site[0], out)
     page = out/'simclr.html'
     broken = ['missing.html', 'losses.html#no-such-anchor', 'figures/none.png', '#nowhere', '../outside.html']
-    fine = ['https://example.com/x.html', 'index.html#benchmarks', 'losses.html#nt_xent_loss', 'figures/simclr.png', '#simclr', 'mailto:a@b.c']
+    fine = ['https://example.com/x.html', 'index.html#benchmarks', 'losses_contrastive.html#nt_xent_loss', 'figures/simclr.png', '#simclr', 'mailto:a@b.c']
     links = ''.join(f'<a href="{u}">x</a>' for u in broken[:2] + broken[3:] + fine) + '<img src="figures/none.png">'
     page.write_text(page.read_text().replace('</main>', links + '</main>'))
     bad = make_docs.check_links(out)
@@ -52,7 +52,7 @@ def test_api_reference(site):
     txt = text_of(entry)
     assert inspect.getdoc(nt_xent_loss).replace('`', '') in txt
     for p in inspect.signature(nt_xent_loss).parameters.values(): assert f'{p.name}:' in txt and (p.default is p.empty or f'={p.default!r}' in txt)
-    assert 'href="losses.html#nt_xent_loss"' in entry
+    assert 'href="losses_contrastive.html#nt_xent_loss"' in entry
     # the modules are found, not listed: every .py file of the package (but private ones) has its section,
     # and every name of its __all__ an entry
     files = [f for f in (root/'self_supervised').rglob('*.py') if not any(s.startswith('_') for s in f.relative_to(root).with_suffix('').parts)]
@@ -65,13 +65,13 @@ def test_api_reference(site):
 
 def test_every_algorithm_has_its_figure(site):
     out, _ = site
-    from self_supervised.cli import ALGOS, ssl_args
+    from self_supervised.registry import ALGOS, ssl_args
     from self_supervised.data import ssl_dls
     modidx = importlib.import_module('self_supervised._modidx').d['syms']
     dls = ssl_dls((torch.rand(64, 1, 28, 28) * 255).byte(), bs=32, device='cpu')
     for algo, spec in ALGOS.items():
         a = ssl_args(dls, algo)
-        cls = type(spec['cb'](spec['augs'](a), a))
+        cls = type(spec.callback(spec.views(a), a))
         page = modidx[cls.__module__][f'{cls.__module__}.{cls.__name__}'][0].split('#')[0]
         png = out/'figures'/f'{algo}.png'
         assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 5000, algo

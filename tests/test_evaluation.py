@@ -227,9 +227,9 @@ def test_embedding_png_of_an_encoder(fmnist, tmp_path):
     with pytest.raises(ValueError, match='200 samples but 10 labels'): plot_embedding(torch.randn(200, 4), torch.arange(10), method='pca')
 
 def test_augmentation_grid_of_every_registered_algorithm(fmnist, tmp_path):
-    from self_supervised.cli import ALGOS, ssl_learner
+    from self_supervised.registry import ALGOS, ssl_learner
     for algo in ALGOS:
-        d = fmnist_dls(fmnist, n_train=64, n_valid=16, bs=16, with_idx=ALGOS[algo].get('with_idx', False))
+        d = fmnist_dls(fmnist, n_train=64, n_valid=16, bs=16, with_idx=ALGOS[algo].with_idx)
         learn = ssl_learner(d, algo, create_encoder('small_resnet', n_in=1, width=4))
         cb = learn.cbs[-1]
         fig = plot_views(cb, n=2, path=tmp_path/f'{algo}.png')

@@ -1,5 +1,5 @@
 "Encoder files others load without this library, rebuilt from their metadata alone; pretrained weights without a network"
-import copy, json, os, pickle, socket, subprocess, sys, time, warnings
+import copy, json, pickle, socket, subprocess, sys, time, warnings
 from pathlib import Path
 import pytest, timm, torch, torchvision
 from torch import nn

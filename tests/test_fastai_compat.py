@@ -6,7 +6,6 @@ table of outcomes (algorithm x tool).
 import csv, math, os
 from functools import partial
 import pytest, torch
-import torch.multiprocessing as mp
 from torch import nn
 from fastai.learner import Learner
 from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback, ReduceLROnPlateau
@@ -17,7 +16,7 @@ from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.tensorboard import TensorBoardCallback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import SGD
-from self_supervised.cli import ALGOS
+from self_supervised.registry import ALGOS
 from self_supervised.data import TensorDL
 from self_supervised.monitor import CollapseMonitor, KNNMonitor
 from fastai_checks import tiny_learner, ssl_cb
@@ -179,10 +178,7 @@ def test_collapse_monitor_next_to_a_model_traced_by_tensorboard(tmp_path):
 DIST_REFUSED = ['bigan']   # a critic: fastai's GAN alternation freezes parameters, which DDP cannot follow
 DIST = [a for a in ALGOS if a not in ('simclr', 'moco', 'byol', 'barlow_twins', 'swav', 'dino', 'clip', 'clip_moco', *DIST_REFUSED)]
 
-def _dist_worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
-                      ACCELERATE_USE_CPU='true')
-    torch.set_num_threads(1)
+def _dist_worker(rank):
     import fastai.distributed  # noqa: F401 (Learner.distrib_ctx)
     res = {}
     for algo in DIST:
@@ -207,14 +203,11 @@ def _dist_worker(rank, port, out_dir):
             with plain.no_logging(): plain.fit(1)
         res['plain'] = None
     except Exception as e: res['plain'] = f'{type(e).__name__}: {e}'
-    torch.save(res, out_dir/f'{rank}.pt')
-    torch.distributed.destroy_process_group()
+    return res
 
-def test_distrib_ctx_two_processes(tmp_path):
-    "`learn.distrib_ctx()` with 2 gloo processes: every family trains, and model and state stay identical across processes"
-    from test_dist import _free_port
-    mp.spawn(_dist_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path/f'{r}.pt', weights_only=True) for r in range(2))
+def test_distrib_ctx_two_processes(in_processes):
+    "`learn.distrib_ctx()` with 2 gloo processes: every method trains, and model and state stay identical across processes"
+    r0, r1 = in_processes(_dist_worker, fastai=True)
     for algo in DIST:
         assert r0[algo]['losses'] and all(math.isfinite(l) for l in r0[algo]['losses']), algo
         for k, v in r0[algo]['sd'].items(): torch.testing.assert_close(v, r1[algo]['sd'][k], msg=lambda m: f'{algo} {k}: {m}')

@@ -19,7 +19,7 @@ What it builds:
 - `api.html`: every module of `self_supervised` (found by walking the package, subpackages included), every name
   of its `__all__` with its signature, docstring and documented parameters, linked to the page that defines it
   (from `_modidx.py`).
-- a figure on every algorithm page: for each algorithm of `self_supervised.cli.ALGOS`, the views of its recipe on
+- a figure on every algorithm page: for each algorithm of `self_supervised.registry.ALGOS`, the views of its recipe on
   four Fashion-MNIST test images (`self_supervised.visual.view_grid`), with its callback's defaults and the recipe's
   values, on the page of the notebook that defines the callback (found through `_modidx.py`).
 
@@ -518,7 +518,7 @@ def algo_figures(site:Site, md, n_images=4) -> dict:
         import torch, matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-        from self_supervised.cli import ALGOS, ssl_args, algo_images
+        from self_supervised.registry import ALGOS, ssl_args, algo_images
         from self_supervised.visual import draw_view_grid
         from self_supervised.data import fashion_mnist, ssl_dls
         ds = fashion_mnist()

@@ -15,14 +15,17 @@ from fastai.torch_core import apply_init
 from ..augmentations import get_multi_aug_pipelines, get_batch_augs
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import clip_loss
+from ..losses.multimodal import _clip_loss
 from ..callback import SSLCallback, unwrap_model
 from .data import _need_open_clip
 try: from open_clip.transformer import TextTransformer
 except ImportError: TextTransformer = None
+from ..registry import register, Recipe, image_views
+from .data import FMNISTCaptioner, FMNIST_CONTEXT
 
 # %% auto #0
 __all__ = ['LOG_MAX_SCALE', 'create_text_encoder', 'CLIPModel', 'create_clip_model', 'get_clip_aug_pipelines',
-           'clamp_logit_scale', 'CLIP']
+           'clamp_logit_scale', 'CLIP', 'clip_recipe_model', 'clip_recipe_views']
 
 # %% ../../nbs/70_clip.ipynb #770add2c
 LOG_MAX_SCALE = math.log(100)   # the paper clips the logits' scale at 100
@@ -114,6 +117,18 @@ class CLIP(SSLCallback):
 
     def lf(self, pred, *yb):
         img, txt, scale = pred
-        return clip_loss(img, txt, scale[0])
+        return _clip_loss(img, txt, scale[0])   # the scale is >= 1: `logit_scale` is clamped
 
     def after_step(self): clamp_logit_scale(unwrap_model(self.learn.model), self.max_log_scale)
+
+# %% ../../nbs/70_clip.ipynb #147cd4a3
+# captions made from each batch's labels and its measured tone and texture (the images come with no text); one
+# view, crops and flips only (colour jitter or blur would contradict the captions)
+def clip_recipe_model(enc, a):
+    "The towers of the CLIP and CLIP-MoCo recipes: the image encoder and a small text transformer for Fashion-MNIST's captions"
+    return create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp)
+def clip_recipe_views(a): return get_clip_aug_pipelines(a.size, stats=a.stats)
+
+register('clip', Recipe('CLIP', 'Radford et al., *Learning Transferable Visual Models From Natural Language Supervision*, 2021',
+    group='image-text', temp=0.07, views=clip_recipe_views, model=clip_recipe_model,
+    callback=lambda augs, a: CLIP(augs, captions=FMNISTCaptioner())))

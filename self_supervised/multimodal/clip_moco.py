@@ -11,9 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from fastcore.all import *
 from ..losses import clip_moco_loss
+from ..losses.multimodal import _clip_moco_loss
 from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots, check_momentum, check_queue_arg, check_queue_fits, unwrap_model
 from ..dist import gather_nograd
 from .clip import CLIP, LOG_MAX_SCALE
+from ..registry import register, Recipe, image_views
+from .clip import clip_recipe_model, clip_recipe_views
+from .data import FMNISTCaptioner
 
 # %% auto #0
 __all__ = ['CLIPMOCO']
@@ -60,7 +64,7 @@ class CLIPMOCO(CLIP):
 
     def lf(self, pred, img_k, txt_k, *yb):
         img, txt, scale = pred
-        return clip_moco_loss(img, txt, img_k, txt_k, self.img_queue, self.txt_queue, scale[0])
+        return _clip_moco_loss(img, txt, img_k, txt_k, self.img_queue, self.txt_queue, scale[0])
 
     @torch.no_grad()
     def enqueue(self, img_k:Tensor, txt_k:Tensor):
@@ -74,3 +78,8 @@ class CLIPMOCO(CLIP):
     def after_step(self):
         super().after_step()   # clamp logit_scale
         ema_update(self.model_k, self.learn.model, self.momentum)
+
+# %% ../../nbs/71_clip_moco.ipynb #72df8c88
+register('clip_moco', Recipe('CLIP-MoCo', "CLIP with MoCo's momentum keys and queues for both modalities (the older fastai library's idea)",
+    group='image-text', temp=0.07, views=clip_recipe_views, model=clip_recipe_model,
+    callback=lambda augs, a: CLIPMOCO(augs, K=4096, m=0.99, captions=FMNISTCaptioner())))

@@ -15,7 +15,8 @@ from .data import check_keypoints
 
 # %% auto #0
 __all__ = ['TSAug', 'Jitter', 'Scaling', 'resample_time', 'TimeCrop', 'TimeShift', 'TimeMask', 'rotate_keypoints',
-           'mirror_keypoints', 'Rotate2D', 'Mirror', 'ts_augs', 'get_ts_aug_pipelines', 'ts_identity_pipelines']
+           'mirror_keypoints', 'Rotate2D', 'Mirror', 'ts_augs', 'get_ts_aug_pipelines', 'ts_identity_pipelines',
+           'sequence_views']
 
 # %% ../../nbs/62_ts_augment.ipynb #8de99714
 def _check_series(x:Tensor, fn:str):
@@ -165,3 +166,10 @@ def get_ts_aug_pipelines(n:int=2, **kwargs) -> list:
 def ts_identity_pipelines(n:int=1) -> list:
     "`n` pipelines that leave the batch as it is (tasks whose own transformation is the whole pretext)"
     return [Pipeline([], split_idx=0) for _ in range(n)]
+
+# %% ../../nbs/62_ts_augment.ipynb #5e9a0c12
+def sequence_views(a, n:int=2, time_aligned:bool=False) -> list:
+    "`n` augmentation pipelines for the sequences of a run's settings `a` (the registry's sequence recipes)"
+    kp = a.keypoints
+    return get_ts_aug_pipelines(n, keypoints=kp, pairs=a.pairs, scale=0.1 if kp else 0.2, per_feature=kp is None,
+                                crop=0.5, jitter=0.02 if kp else 0.1, time_aligned=time_aligned)

@@ -11,12 +11,16 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from ..callback import SSLCallback
-from ..losses import nt_xent_loss
+from ..losses import nt_xent_loss, check_temp
+from ..losses.contrastive import _nt_xent_loss
 from .augment import ts_identity_pipelines
 from .encoders import TSEncoder, create_seq_model, SeqModel
+from ..registry import register, Recipe
+from .augment import sequence_views
+DLC = "dlc2action's self-supervised tasks (Kozlova et al., 2023)"
 
 # %% auto #0
-__all__ = ['TSTask', 'TSContrastive', 'create_ts_contrastive_model']
+__all__ = ['DLC', 'TSTask', 'TSContrastive', 'create_ts_contrastive_model']
 
 # %% ../../nbs/63_ts_contrastive.ipynb #2ebc7bfa
 class TSTask(SSLCallback):
@@ -77,6 +81,7 @@ class TSContrastive(TSTask):
     kind, n_views, min_bs = 'contrastive', 2, 2
     def __init__(self, aug_pipelines, temp:float=0.2, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
+        check_temp(temp, 'TSContrastive')
         self.temp = temp
     def make_batch(self, views): return (torch.cat(views),), (self.dummy_target(views[0]),)
     def lf(self, pred, *yb):
@@ -84,8 +89,13 @@ class TSContrastive(TSTask):
             raise ValueError(f"TSContrastive: the model must output one embedding per clip (batch, dim), got shape {tuple(pred.shape)}: "
                              f"create it with `create_ts_contrastive_model(encoder)`")
         z1, z2 = pred.chunk(2)
-        return nt_xent_loss(z1, z2, self.temp)
+        return _nt_xent_loss(z1, z2, self.temp)
 
 def create_ts_contrastive_model(encoder:TSEncoder, hidden_size:int=128, projection_size:int=64, bn:bool=False) -> SeqModel:
     "`encoder` and a 2-layer projection MLP on its pooled clip features"
     return create_seq_model(encoder, projection_size, hidden_size, nlayers=2, bn=bn)
+
+# %% ../../nbs/63_ts_contrastive.ipynb #1b5489bf
+register('ts_contrastive', Recipe('Contrastive (sequences)', DLC, group='sequence', modality='sequence', temp=0.2, views=sequence_views,
+    model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn),
+    callback=lambda augs, a: TSContrastive(augs, temp=a.temp)))

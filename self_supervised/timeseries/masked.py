@@ -10,10 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
-from ..losses import weighted_mse_loss, nt_xent_loss
+from ..losses import weighted_mse_loss, nt_xent_loss, check_temp
+from ..losses.contrastive import _nt_xent_loss
+from ..losses.reconstruction import _weighted_mse_loss
 from .data import check_keypoints
 from .encoders import TSEncoder, SeqModel, frame_mlp, tcn_head
 from .contrastive import TSTask
+from ..registry import register, Recipe
+from .augment import ts_identity_pipelines
+from .contrastive import DLC
 
 # %% auto #0
 __all__ = ['random_subset_mask', 'mask_features', 'mask_frames', 'mask_joints', 'MaskedTask', 'MaskedFeatures', 'MaskedFrames',
@@ -83,7 +88,7 @@ class MaskedTask(TSTask):
         if pred.shape != target.shape:
             raise ValueError(f"{type(self).__name__}: the model must output the clip's shape {tuple(target.shape)}, got {tuple(pred.shape)}: "
                              f"create it with `create_masked_model(encoder, n_out={target.shape[1]})`")
-        return weighted_mse_loss(pred, target, mask if self.loss_on == 'masked' else None)
+        return _weighted_mse_loss(pred, target, mask if self.loss_on == 'masked' else None)
 
 class MaskedFeatures(MaskedTask):
     "Hide exactly `frac_masked` of the values of each clip; reconstruct them"
@@ -136,6 +141,7 @@ class ContrastiveMasked(TSTask):
     def __init__(self, n_masked:int=10, temp:float=0.2, aug_pipelines=None, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         if not (isinstance(n_masked, int) and n_masked >= 1): raise ValueError(f"`n_masked` (frames hidden) must be an int >= 1, got {n_masked!r}")
+        check_temp(temp, 'ContrastiveMasked')
         self.n_masked, self.temp = n_masked, temp
     def check_frames(self, n_frames):
         if n_frames < self.n_masked + 2:
@@ -148,4 +154,21 @@ class ContrastiveMasked(TSTask):
         return (x, xm, idx), (self.dummy_target(x),)
     def lf(self, pred, *yb):
         target, p = pred.chunk(2)
-        return nt_xent_loss(target, p, self.temp)
+        return _nt_xent_loss(target, p, self.temp)
+
+# %% ../../nbs/64_ts_masked.ipynb #cae5ef9c
+def _needs_keypoints(a, algo):
+    if a.keypoints is None:
+        raise ValueError(f"`{algo}` masks body parts: pass the keypoint layout, `ssl_args(dls, '{algo}', keypoints=...)` "
+                         f"(e.g. `synthetic_poses(...).keypoints` or `pose_layout(parts)`)")
+    return a.keypoints
+
+for _name, _title, _cb in [('ts_masked_features', 'Masked features', lambda augs, a: MaskedFeatures(0.2, aug_pipelines=augs)),
+                           ('ts_masked_frames', 'Masked frames', lambda augs, a: MaskedFrames(0.2, aug_pipelines=augs)),
+                           ('ts_masked_joints', 'Masked joints', lambda augs, a: MaskedJoints(_needs_keypoints(a, 'ts_masked_joints'), 0.2, aug_pipelines=augs))]:
+    register(_name, Recipe(_title, DLC, group='sequence', modality='sequence', views=lambda a: ts_identity_pipelines(1),
+                           model=lambda enc, a: create_masked_model(enc, a.n_in), callback=_cb))
+# a quarter of the clip, at most dlc2action's 10 frames
+register('ts_contrastive_masked', Recipe('Contrastive masked', DLC, group='sequence', modality='sequence', temp=0.2,
+    views=lambda a: ts_identity_pipelines(1), model=lambda enc, a: create_contrastive_masked_model(enc, width=a.hidden // 4),
+    callback=lambda augs, a: ContrastiveMasked(max(1, min(10, a.n_frames // 4)), temp=a.temp, aug_pipelines=augs)))

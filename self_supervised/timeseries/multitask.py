@@ -16,6 +16,11 @@ from ..callback import SSLCallback, unwrap_model
 from ..layers import create_mlp_module
 from .encoders import TSEncoder, frame_mlp
 from .contrastive import TSTask
+from ..registry import register, Recipe
+from .augment import sequence_views
+from .contrastive import TSContrastive, create_ts_contrastive_model
+from .masked import MaskedFrames, create_masked_model
+from .contrastive import DLC
 
 # %% auto #0
 __all__ = ['masked_cross_entropy', 'masked_accuracy', 'MultiTaskModel', 'create_multitask_model', 'MultiTask', 'TaskLoss']
@@ -117,3 +122,11 @@ class TaskLoss(Metric):
     def value(self): return self.total / self.count if self.count else None
     @property
     def name(self): return f'{self.task}_loss'
+
+# %% ../../nbs/68_ts_multitask.ipynb #38d82f56
+# semi-supervised: a clip classifier on the labelled clips (label >= 0) with contrastive and masked frames, weights 0.2 (dlc2action's test)
+register('ts_multitask', Recipe('Multi-task (supervised + contrastive + masked frames)', DLC, group='sequence', modality='sequence', temp=0.2,
+    views=sequence_views,
+    model=lambda enc, a: create_multitask_model(enc, a.n_classes, {'contrastive': create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn),
+                                                                   'masked': create_masked_model(enc, a.n_in)}),
+    callback=lambda augs, a: MultiTask({'contrastive': TSContrastive(augs, temp=a.temp), 'masked': MaskedFrames(0.2)}, weights=0.2)))

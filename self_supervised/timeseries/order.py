@@ -16,6 +16,9 @@ from ..layers import create_mlp_module
 from .encoders import TSEncoder, SeqModel, create_seq_model
 from .augment import TimeCrop, TimeShift
 from .contrastive import TSTask
+from ..registry import register, Recipe
+from .augment import sequence_views, ts_identity_pipelines
+from .contrastive import DLC
 
 # %% auto #0
 __all__ = ['frame_similarity', 'contrastive_regression_loss', 'ContrastiveRegression', 'reverse_batch', 'Reverse', 'order_batch',
@@ -146,3 +149,14 @@ class Order(TSTask):
             raise ValueError(f"Order: the model must output {n} logits per clip (one per permutation), got shape {tuple(pred.shape)}: "
                              f"create it with `create_order_model(encoder, n_chunks={self.n_chunks})`")
         return F.cross_entropy(pred, ids)
+
+# %% ../../nbs/66_ts_order.ipynb #f586cf88
+def _order_gap(a): return max(0, min(10, (a.n_frames // 3) // 4))   # dlc2action's 10 frames, or a quarter of a chunk
+
+register('ts_contrastive_regression', Recipe('Contrastive regression', DLC, group='sequence', modality='sequence', temp=0.1,
+    views=lambda a: sequence_views(a, time_aligned=True), model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True),
+    callback=lambda augs, a: ContrastiveRegression(augs, temp=a.temp)))
+register('ts_reverse', Recipe('Reverse', DLC, group='sequence', modality='sequence', views=lambda a: ts_identity_pipelines(1),
+    model=lambda enc, a: create_seq_model(enc, 1, a.hidden), callback=lambda augs, a: Reverse(aug_pipelines=augs)))
+register('ts_order', Recipe('Order', DLC, group='sequence', modality='sequence', views=lambda a: ts_identity_pipelines(1),
+    model=lambda enc, a: create_order_model(enc, hidden_size=a.hidden), callback=lambda augs, a: Order(gap=_order_gap(a), aug_pipelines=augs)))

@@ -12,6 +12,10 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..losses import check_pair, float32_loss, upcast
 from .contrastive import TSTask
+from ..registry import register, Recipe
+from .augment import sequence_views
+from .contrastive import create_ts_contrastive_model
+from .contrastive import DLC
 
 # %% auto #0
 __all__ = ['pair_similarity', 'triplet_loss', 'circle_loss', 'Pairwise']
@@ -71,3 +75,9 @@ class Pairwise(TSTask):
         z1, z2 = pred.chunk(2)
         if self.loss_name == 'triplet': return triplet_loss(z1, z2, self.margin, self.distance)
         return circle_loss(z1, z2, self.gamma, self.margin, self.distance)
+
+# %% ../../nbs/65_ts_pairwise.ipynb #a097c508
+register('ts_pairwise_triplet', Recipe('Pairwise (triplet)', DLC, group='sequence', modality='sequence', views=sequence_views,
+    model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn), callback=lambda augs, a: Pairwise(augs, loss='triplet')))
+register('ts_pairwise_circle', Recipe('Pairwise (circle)', DLC, group='sequence', modality='sequence', views=sequence_views,
+    model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn), callback=lambda augs, a: Pairwise(augs, loss='circle', gamma=8.)))

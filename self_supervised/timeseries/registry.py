@@ -1,4 +1,4 @@
-"""Every sequence SSL task under one name with its recipe (`TS_ALGOS`), and `ts_learner` to start any of them on `(batch, features, frames)` data
+"""`ts_learner` and `ts_args`: the registry's sequence recipes (`TS_ALGOS`) on `(batch, features, frames)` data, with the keypoint layout
 
 Docs: https://self-supervised.github.io/self_supervised/ts_registry.html.md"""
 
@@ -8,96 +8,21 @@ Docs: https://self-supervised.github.io/self_supervised/ts_registry.html.md"""
 from __future__ import annotations
 import torch
 from fastcore.all import *
-from fastai.learner import Learner
 from ..callback import SSLLearner
-from fastai.optimizer import Adam
-from ..layers import ssl_splitter
-from .data import check_keypoints
-from .augment import get_ts_aug_pipelines, ts_identity_pipelines
-from .encoders import create_ts_encoder, create_seq_model
-from .contrastive import TSContrastive, create_ts_contrastive_model
-from .masked import (MaskedFeatures, MaskedFrames, MaskedJoints, create_masked_model,
-                                               ContrastiveMasked, create_contrastive_masked_model)
-from .pairwise import Pairwise
-from .order import ContrastiveRegression, Reverse, Order, create_order_model
-from .tcc import TCC
-from .multitask import MultiTask, create_multitask_model
+from ..registry import ssl_args, ssl_learner, get_recipe, TS_ALGOS
 
 # %% auto #0
-__all__ = ['TS_ALGOS', 'ts_args', 'ts_learner']
-
-# %% ../../nbs/69_ts_registry.ipynb #f42e9140
-def _views(a, n=2, time_aligned=False):
-    kp = a.keypoints
-    return get_ts_aug_pipelines(n, keypoints=kp, pairs=a.pairs, scale=0.1 if kp else 0.2, per_feature=kp is None,
-                                crop=0.5, jitter=0.02 if kp else 0.1, time_aligned=time_aligned)
-
-def _needs_keypoints(a, algo):
-    if a.keypoints is None:
-        raise ValueError(f"`{algo}` masks body parts: pass the keypoint layout, `ts_args(dls, '{algo}', keypoints=...)` "
-                         f"(e.g. `synthetic_poses(...).keypoints` or `pose_layout(parts)`)")
-    return a.keypoints
-
-def _order_gap(a): return max(0, min(10, (a.n_frames // 3) // 4))   # dlc2action's 10 frames, or a quarter of a chunk
-
-TS_ALGOS = {
-    'ts_contrastive': dict(temp=0.2, augs=_views,
-                   model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn),
-                   cb=lambda augs, a: TSContrastive(augs, temp=a.temp)),
-    'ts_pairwise_triplet': dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn),
-                   cb=lambda augs, a: Pairwise(augs, loss='triplet')),
-    'ts_pairwise_circle': dict(temp=None, augs=_views,
-                   model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn),
-                   cb=lambda augs, a: Pairwise(augs, loss='circle', gamma=8.)),
-    'ts_masked_features': dict(temp=None, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_masked_model(enc, a.n_in),
-                   cb=lambda augs, a: MaskedFeatures(0.2, aug_pipelines=augs)),
-    'ts_masked_frames': dict(temp=None, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_masked_model(enc, a.n_in),
-                   cb=lambda augs, a: MaskedFrames(0.2, aug_pipelines=augs)),
-    'ts_masked_joints': dict(temp=None, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_masked_model(enc, a.n_in),
-                   cb=lambda augs, a: MaskedJoints(_needs_keypoints(a, 'ts_masked_joints'), 0.2, aug_pipelines=augs)),
-    # a quarter of the clip, at most dlc2action's 10 frames
-    'ts_contrastive_masked': dict(temp=0.2, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_contrastive_masked_model(enc, width=a.hidden // 4),
-                   cb=lambda augs, a: ContrastiveMasked(max(1, min(10, a.n_frames // 4)), temp=a.temp, aug_pipelines=augs)),
-    'ts_contrastive_regression': dict(temp=0.1, augs=lambda a: _views(a, time_aligned=True),
-                   model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True),
-                   cb=lambda augs, a: ContrastiveRegression(augs, temp=a.temp)),
-    'ts_reverse': dict(temp=None, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_seq_model(enc, 1, a.hidden),
-                   cb=lambda augs, a: Reverse(aug_pipelines=augs)),
-    'ts_order': dict(temp=None, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_order_model(enc, hidden_size=a.hidden),
-                   cb=lambda augs, a: Order(gap=_order_gap(a), aug_pipelines=augs)),
-    'ts_tcc': dict(temp=0.1, augs=lambda a: ts_identity_pipelines(1),
-                   model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True),
-                   cb=lambda augs, a: TCC(temp=a.temp, aug_pipelines=augs)),
-    # semi-supervised: a clip classifier on the labelled clips (label >= 0) with contrastive and masked frames, weights 0.2 (dlc2action's test)
-    'ts_multitask': dict(temp=0.2, augs=_views,
-                   model=lambda enc, a: create_multitask_model(enc, a.n_classes, {'contrastive': create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn),
-                                                                                'masked': create_masked_model(enc, a.n_in)}),
-                   cb=lambda augs, a: MultiTask({'contrastive': TSContrastive(augs, temp=a.temp), 'masked': MaskedFrames(0.2)}, weights=0.2)),
-}
+__all__ = ['ts_args', 'ts_learner', 'TS_ALGOS']
 
 # %% ../../nbs/69_ts_registry.ipynb #18ad2e5b
-def ts_args(dls, algo:str, keypoints:dict|None=None, pairs=(), **recipe) -> AttrDict:
-    "The settings of `algo`'s recipe on `dls`: what the batches tell (features, frames, classes, batch size), the keypoint layout, overridden by `recipe`"
-    if algo not in TS_ALGOS: raise ValueError(f"Unknown sequence task `algo={algo!r}`: choose one of {', '.join(TS_ALGOS)}")
-    x, y = dls.train.one_batch()[:2]
-    if x.ndim != 3: raise ValueError(f"`ts_learner` trains sequence encoders: batches must be (batch, features, frames), got shape {tuple(x.shape)}")
-    if keypoints is not None: check_keypoints(keypoints, x.shape[1], 'ts_args', pairs)
-    ys = getattr(dls.train, 'y', y)
-    a = AttrDict(n_in=x.shape[1], n_frames=x.shape[-1], keypoints=keypoints, pairs=list(pairs), temp=TS_ALGOS[algo]['temp'],
-                 bn=False, hidden=128, proj=64, n_classes=max(2, int(ys.max()) + 1), n_items=len(dls.train.dataset), bs=dls.train.bs)
-    a.update({k: v for k, v in recipe.items() if v is not None})
-    return a
+_all_ = ['TS_ALGOS']
 
-def ts_learner(dls, algo:str, arch:str='tcn', width:int=32, keypoints:dict|None=None, pairs=(), recipe:dict|None=None, **kwargs) -> Learner:
-    "`Learner` training a `create_ts_encoder(arch, width=width)` encoder on `dls` with the task `algo` of `TS_ALGOS`"
-    a = ts_args(dls, algo, keypoints, pairs, **ifnone(recipe, {}))
-    encoder = arch if isinstance(arch, torch.nn.Module) else create_ts_encoder(arch, n_in=a.n_in, width=width)
-    spec = TS_ALGOS[algo]
-    return SSLLearner(dls, spec['model'](encoder, a), cbs=spec['cb'](spec['augs'](a), a), opt_func=Adam, splitter=ssl_splitter, **kwargs)
+def ts_args(dls, algo:str, keypoints:dict|None=None, pairs=(), **recipe) -> AttrDict:
+    "The settings of the sequence recipe `algo` on `dls`: what the batches tell, the keypoint layout, overridden by `recipe`"
+    get_recipe(algo, 'sequence')
+    return ssl_args(dls, algo, recipe, keypoints=keypoints, pairs=list(pairs))
+
+def ts_learner(dls, algo:str, arch='tcn', width:int=32, keypoints:dict|None=None, pairs=(), recipe:dict|None=None, **kwargs) -> SSLLearner:
+    "`ssl_learner` for the sequence recipe `algo`: a `create_ts_encoder(arch, width=width)` encoder (or the module `arch`)"
+    get_recipe(algo, 'sequence')
+    return ssl_learner(dls, algo, arch, {**ifnone(recipe, {}), 'keypoints': keypoints, 'pairs': list(pairs), 'width': width}, **kwargs)

@@ -13,6 +13,10 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..losses import float32_loss, upcast
 from .contrastive import TSTask
+from ..registry import register, Recipe
+from .augment import ts_identity_pipelines
+from .encoders import create_seq_model
+from .contrastive import DLC
 
 # %% auto #0
 __all__ = ['tcc_loss', 'TCC']
@@ -62,3 +66,8 @@ class TCC(TSTask):
                              f"create it with `create_seq_model(encoder, dim, per_frame=True)`")
         return torch.stack([tcc_loss(pred, pred.roll(-k, 0), self.temp, self.variance_lambda, self.similarity)
                             for k in range(1, self.n_partners + 1)]).mean()
+
+# %% ../../nbs/67_ts_tcc.ipynb #3157d1a9
+register('ts_tcc', Recipe('Temporal cycle consistency', DLC + '; Dwibedi et al., *Temporal Cycle-Consistency Learning*, 2019', group='sequence',
+    modality='sequence', temp=0.1, views=lambda a: ts_identity_pipelines(1),
+    model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True), callback=lambda augs, a: TCC(temp=a.temp, aug_pipelines=augs)))

@@ -6,6 +6,7 @@ Docs: https://self-supervised.github.io/self_supervised/amdim.html.md"""
 
 # %% ../../nbs/40_amdim.ipynb #2de5aa91
 from __future__ import annotations
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -14,11 +15,77 @@ from fastai.callback.hook import hook_outputs
 from fastai.vision.learner import in_channels
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf
-from ..losses import FeatureMapContrastiveTask
+from ..losses.feature_maps import _amdim_nce_loss, _check_tclip
 from ..callback import CatViews, unwrap_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_amdim_aug_pipelines', 'FeatureMapHead', 'feature_map_layers', 'AMDIMModel', 'create_amdim_model', 'AMDIM']
+__all__ = ['get_amdim_aug_pipelines', 'FeatureMapContrastiveTask', 'FeatureMapHead', 'feature_map_layers', 'AMDIMModel',
+           'create_amdim_model', 'AMDIM']
+
+# %% ../../nbs/40_amdim.ipynb #72a3f73e
+def _as_maps(maps, name) -> list:
+    maps = [maps] if isinstance(maps, Tensor) else list(maps)
+    for i, m in enumerate(maps):
+        if not isinstance(m, Tensor) or m.ndim != 4:
+            raise ValueError(f"`FeatureMapContrastiveTask`: {name}[{i}] must be a (batch, channels, height, width) map, got "
+                             f"{tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__}; a vector z is the 1x1 map z[:, :, None, None]")
+    return maps
+
+def _sample_locations(m:Tensor) -> Tensor:
+    "One random location per image of the map `m` (B, C, H, W): a (B, C) tensor"
+    b = len(m)
+    loc = torch.randint(0, m.shape[2] * m.shape[3], (b,), device=m.device)
+    return m.flatten(2)[torch.arange(b, device=m.device), :, loc]
+
+class FeatureMapContrastiveTask(nn.Module):
+    "AMDIM's contrastive task between the feature maps of two views; `comparisons` like '00, 11' or '0r' ('r': a random map)"
+    def __init__(self, comparisons:str='00, 11', tclip:float=10.0, bidirectional:bool=True):
+        super().__init__()
+        self.map_indexes = self.parse_map_indexes(comparisons)
+        _check_tclip(tclip, 'FeatureMapContrastiveTask')
+        self.comparisons, self.tclip, self.bidirectional = comparisons, tclip, bidirectional
+
+    @staticmethod
+    def parse_map_indexes(comparisons:str) -> list:
+        "'11,59, 2r' -> [(1, 1), (5, 9), (2, -1)]: one pair of map indexes (0-9, or 'r' -> -1) per comma-separated item"
+        items = [o.strip() for o in str(comparisons).split(',')]
+        if not all(len(o) == 2 and all(c.isdigit() or c == 'r' for c in o) for o in items):
+            raise ValueError(f"`comparisons={comparisons!r}` does not parse: use comma-separated pairs of map indexes 0-9 "
+                             f"or 'r' (a random map), e.g. '01, 02, 11'")
+        return [tuple(-1 if c == 'r' else int(c) for c in o) for o in items]
+
+    def _compare(self, m1:Tensor, m2:Tensor):
+        if len(m1) != len(m2) or m1.shape[1] != m2.shape[1]:
+            raise ValueError(f"`FeatureMapContrastiveTask`: compared maps need the same batch size and channels, got "
+                             f"{tuple(m1.shape)} and {tuple(m2.shape)}: project the maps to a common dimension first")
+        return _amdim_nce_loss(_sample_locations(m1), m2, self.tclip)   # `tclip` checked in __init__, the maps just above
+
+    def forward(self, anchor_maps, positive_maps) -> tuple:
+        "One loss per comparison (a tensor) and the sum of the regularisers; each argument is a map or a list of maps"
+        anchor_maps, positive_maps = _as_maps(anchor_maps, 'anchor_maps'), _as_maps(positive_maps, 'positive_maps')
+        n = len(anchor_maps)
+        if len(positive_maps) != n:
+            raise ValueError(f"`FeatureMapContrastiveTask`: got {n} anchor maps but {len(positive_maps)} positive maps: pass the same maps of both views")
+        used = max(max(p) for p in self.map_indexes)
+        if used >= n:
+            raise ValueError(f"`FeatureMapContrastiveTask`: comparisons {self.comparisons!r} name map {used} but only {n} map(s) "
+                             f"were passed (indexes 0-{n-1}): pass more maps or change `comparisons`")
+        return self._losses(anchor_maps, positive_maps)
+
+    def _losses(self, anchor_maps:list, positive_maps:list) -> tuple:
+        "`forward` on two lists of the same number of maps, enough for `comparisons`, which the caller checked"
+        n, losses, regularizer = len(anchor_maps), [], 0
+        for ai, pi in self.map_indexes:
+            if ai == -1: ai = np.random.randint(0, n)
+            if pi == -1: pi = np.random.randint(0, n)
+            loss, reg = self._compare(anchor_maps[ai], positive_maps[pi])
+            if self.bidirectional:
+                loss2, reg2 = self._compare(positive_maps[ai], anchor_maps[pi])
+                loss, reg = 0.5 * (loss + loss2), 0.5 * (reg + reg2)
+            losses.append(loss)
+            regularizer = regularizer + reg
+        return torch.stack(losses), regularizer
 
 # %% ../../nbs/40_amdim.ipynb #c1d7784f
 class FeatureMapHead(nn.Module):
@@ -101,6 +168,12 @@ class AMDIM(CatViews):
 
     def lf(self, pred, *yb):
         b = len(pred[0]) // 2
-        losses, reg = self.task([m[:b] for m in pred], [m[b:] for m in pred])
+        # the maps of an `AMDIMModel`, their number checked against `comparisons` once, in `_setup`: no check at every step
+        losses, reg = self.task._losses([m[:b] for m in pred], [m[b:] for m in pred])
         self.map_losses, self.map_reg = losses.detach(), reg.detach()   # one loss per comparison, for inspection
         return losses.sum() + reg
+
+# %% ../../nbs/40_amdim.ipynb #cc6fb6db
+register('amdim', Recipe('AMDIM', 'Bachman, Hjelm and Buchwalter, *Learning Representations by Maximizing Mutual Information Across Views*, 2019',
+    group='feature maps', views=image_views, model=lambda enc, a: create_amdim_model(enc, n_rkhs=128, size=a.size),
+    callback=lambda augs, a: AMDIM(augs)))

@@ -10,8 +10,10 @@ from fastcore.all import *
 from torch import nn
 from ..augmentations import views_aug_fn
 from ..losses import barlow_twins_loss
+from ..losses.non_contrastive import _barlow_twins_loss
 from ..callback import CatViews
 from .simclr import SimCLRModel, create_simclr_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_barlow_twins_aug_pipelines', 'create_barlow_twins_model', 'BarlowTwins']
@@ -32,4 +34,10 @@ class BarlowTwins(CatViews):
         self.lmb = lmb
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)
-        return barlow_twins_loss(z1, z2, self.lmb)
+        return _barlow_twins_loss(z1, z2, self.lmb)
+
+# %% ../../nbs/18_barlow_twins.ipynb #7b966dae
+# the papers' 3-layer projector (8192 wide there) with batch norm, and their loss weight
+register('barlow_twins', Recipe('Barlow Twins', 'Zbontar et al., *Barlow Twins: Self-Supervised Learning via Redundancy Reduction*, 2021',
+    group='non-contrastive', views=image_views, model=lambda enc, a: create_barlow_twins_model(enc, hidden_size=512, projection_size=512),
+    callback=lambda augs, a: BarlowTwins(augs, lmb=5e-3)))

@@ -16,6 +16,8 @@ from ..augmentations import views_aug_fn
 from ..layers import encoder_nf
 from .decoders import (SSLGANModule, AdversarialSSL, ImageDecoder, Critic, create_decoder, create_critic,
                                              critic_loss, _check_kind)
+from ..registry import register, Recipe, image_views
+from fastai.optimizer import Adam
 
 # %% auto #0
 __all__ = ['get_bigan_aug_pipelines', 'sample_prior', 'LatentHead', 'BiGANModel', 'create_bigan_model', 'bigan_loss', 'BiGAN']
@@ -104,3 +106,10 @@ class BiGAN(AdversarialSSL):
 
     def generator_loss(self, pred, *yb): return bigan_loss(*pred, gen=True, kind=self.kind)
     def critic_loss(self, pred, *yb): return bigan_loss(*pred, gen=False, kind=self.kind)
+
+# %% ../../nbs/51_bigan.ipynb #8fcd2f8c
+# DCGAN's Adam (mom=0.5) at a flat, small learning rate keeps generator and critic balanced (one-cycle would also
+# schedule the momentum)
+register('bigan', Recipe('BiGAN', 'Donahue, Krähenbühl and Darrell, *Adversarial Feature Learning*, 2017', group='reconstruction',
+    lr=5e-4, one_cycle=False, opt_func=partial(Adam, mom=0.5), views=lambda a: image_views(a, 1),
+    model=lambda enc, a: create_bigan_model(enc, a.size, a.n_in, z_dim=16), callback=lambda augs, a: BiGAN(augs)))

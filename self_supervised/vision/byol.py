@@ -14,6 +14,7 @@ from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import negative_cosine_loss
 from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum, check_momentum, unwrap_model, per_item, view_major
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_byol_aug_pipelines', 'BYOLModel', 'create_byol_model', 'check_predictor', 'BYOL']
@@ -79,3 +80,9 @@ class BYOL(SSLCallback):
         return (2 + 2 * negative_cosine_loss(p1, t2)) + (2 + 2 * negative_cosine_loss(p2, t1))
 
     def after_step(self): ema_update(self.target, self.learn.model, self.momentum)
+
+# %% ../../nbs/16_byol.ipynb #bfafc99e
+# no temperature; m=0.99 rising to 1 along the cosine: in ~700 steps the target must keep up
+register('byol', Recipe('BYOL', 'Grill et al., *Bootstrap Your Own Latent*, 2020', group='non-contrastive', views=image_views,
+    model=lambda enc, a: create_byol_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    callback=lambda augs, a: BYOL(augs, m=0.99)))

@@ -12,21 +12,27 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import memory_bank_loss, check_temp
+from ..losses.contrastive import _memory_bank_loss
 from ..callback import SSLCallback, unwrap_model
 from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
 from .splitbrain import (lab_input, check_rgb, copy_encoder, LabEncoder, get_lab_aug_pipelines,
                                                _check_n_in)
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['cmc_loss', 'CMCModel', 'linear_head', 'create_cmc_model', 'get_cmc_aug_pipelines', 'CMC']
 
 # %% ../../nbs/46_cmc.ipynb #3cd9e06c
-def cmc_loss(z_l:Tensor, z_ab:Tensor, bank_l:Tensor, bank_ab:Tensor, idx:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
-    "CMC, both ways: L embeddings against the ab bank (positive: their own item's entry, negatives: rows `neg`), plus ab embeddings against the L bank"
+def _cmc_loss(z_l:Tensor, z_ab:Tensor, bank_l:Tensor, bank_ab:Tensor, idx:Tensor, neg:Tensor, temp:float) -> Tensor:
     if z_l.shape != z_ab.shape or bank_l.shape != bank_ab.shape:
         raise ValueError(f"`cmc_loss`: the two views need embeddings and banks of the same shapes, got z {tuple(z_l.shape)} and "
                          f"{tuple(z_ab.shape)}, banks {tuple(bank_l.shape)} and {tuple(bank_ab.shape)}")
-    return memory_bank_loss(z_l, bank_ab[idx], bank_ab[neg], temp) + memory_bank_loss(z_ab, bank_l[idx], bank_l[neg], temp)
+    return _memory_bank_loss(z_l, bank_ab[idx], bank_ab[neg], temp) + _memory_bank_loss(z_ab, bank_l[idx], bank_l[neg], temp)
+
+def cmc_loss(z_l:Tensor, z_ab:Tensor, bank_l:Tensor, bank_ab:Tensor, idx:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
+    "CMC, both ways: L embeddings against the ab bank (positive: their own item's entry, negatives: rows `neg`), plus ab embeddings against the L bank"
+    check_temp(temp, 'cmc_loss')   # the callback checks it once, in its constructor, and calls `_cmc_loss`
+    return _cmc_loss(z_l, z_ab, bank_l, bank_ab, idx, neg, temp)
 
 # %% ../../nbs/46_cmc.ipynb #0cea48e1
 class CMCModel(nn.Module):
@@ -91,8 +97,15 @@ class CMC(SSLCallback):
         z_l, z_ab = pred
         self.neg = neg = bank_negatives(idx, len(self.bank_l), self.n_neg)   # the same negative items for both views
         self.v_l, self.v_ab = F.normalize(z_l.detach().float(), dim=1), F.normalize(z_ab.detach().float(), dim=1)
-        return cmc_loss(z_l, z_ab, self.bank_l, self.bank_ab, idx, neg, self.temp)
+        return _cmc_loss(z_l, z_ab, self.bank_l, self.bank_ab, idx, neg, self.temp)
 
     def after_backward(self):   # every batch's entries, whether or not the optimiser steps
         bank_update(self.bank_l, self.idx, self.v_l, self.bank_m)
         bank_update(self.bank_ab, self.idx, self.v_ab, self.bank_m)
+
+# %% ../../nbs/46_cmc.ipynb #fd64b98b
+register('cmc', Recipe('CMC', 'Tian, Krishnan and Isola, *Contrastive Multiview Coding*, 2020', group='memory bank', temp=0.07,
+    with_idx=True, rgb=True,
+    views=lambda a: get_cmc_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
+    model=lambda enc, a: create_cmc_model(enc if a.n_in == 1 else copy_encoder(enc, 1), projection_size=128, bn=a.bn),
+    callback=lambda augs, a: CMC(augs, n_neg=min(16384, a.n_items - 1), temp=a.temp)))

@@ -13,6 +13,7 @@ from fastcore.all import *
 from ..augmentations import views_aug_fn
 from .decoders import (SSLGANModule, AdversarialSSL, decoder_for, create_critic, check_reconstruction,
                                              adversarial_loss, critic_loss, _hw, _check_kind)
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_context_encoder_aug_pipelines', 'block_size', 'block_masks', 'erase', 'context_weights', 'context_loss',
@@ -131,3 +132,8 @@ class ContextEncoder(AdversarialSSL):
         return (1 - self.adv_w) * loss + self.adv_w * adversarial_loss(fake_pred, True, self.kind)
 
     def critic_loss(self, pred, *yb): return critic_loss(*pred, kind=self.kind)
+
+# %% ../../nbs/50_context_encoder.ipynb #ff53bd85
+register('context_encoder', Recipe('Context encoder', 'Pathak et al., *Context Encoders: Feature Learning by Inpainting*, 2016',
+    group='reconstruction', views=lambda a: image_views(a, 1), model=lambda enc, a: create_context_encoder_model(enc, a.size, a.n_in),
+    callback=lambda augs, a: ContextEncoder(augs)))

@@ -7,15 +7,18 @@ Docs: https://self-supervised.github.io/self_supervised/cpc.html.md"""
 # %% ../../nbs/41_cpc.ipynb #583933d6
 from __future__ import annotations
 import torch
+import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf
-from ..losses import CPCTask
+from ..losses.feature_maps import _cpc_nce_loss
 from ..callback import SSLCallback, unwrap_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_cpc_aug_pipelines', 'patch_grid', 'extract_patches', 'CPCModel', 'create_cpc_model', 'PatchGridEncoder', 'CPCV2']
+__all__ = ['get_cpc_aug_pipelines', 'patch_grid', 'extract_patches', 'PixelCNNContext', 'CPCTask', 'CPCModel', 'create_cpc_model',
+           'PatchGridEncoder', 'CPCV2']
 
 # %% ../../nbs/41_cpc.ipynb #01241aea
 def patch_grid(height:int, width:int, patch_size:int, stride:int) -> tuple:
@@ -29,6 +32,45 @@ def extract_patches(x:Tensor, patch_size:int=8, stride:int=4) -> Tensor:
         raise ValueError(f"`extract_patches`: images of {x.shape[-2]}x{x.shape[-1]} px are smaller than one patch (`patch_size={patch_size}`): "
                          f"use a smaller `patch_size` or larger images")
     return x.unfold(2, patch_size, stride).unfold(3, patch_size, stride).permute(0, 2, 3, 1, 4, 5)
+
+# %% ../../nbs/41_cpc.ipynb #e6ff847d
+class PixelCNNContext(nn.Module):
+    "CPC v2's context network: row r of the output depends on rows <= r of the input only"
+    def __init__(self, n_in:int, hidden:int=256, n_blocks:int=5):
+        super().__init__()
+        block = lambda: nn.Sequential(nn.Conv2d(n_in, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, (1, 3), padding=(0, 1)),
+                                      nn.ZeroPad2d((0, 0, 1, 0)), nn.Conv2d(hidden, hidden, (2, 1)), nn.ReLU(), nn.Conv2d(hidden, n_in, 1))
+        self.blocks = nn.ModuleList([block() for _ in range(n_blocks)])
+    def forward(self, z:Tensor) -> Tensor:
+        for blk in self.blocks: z = z + blk(z)
+        return F.relu(z)
+
+# %% ../../nbs/41_cpc.ipynb #4a17220d
+class CPCTask(nn.Module):
+    "CPC v2's predictive task on a (batch, channels, rows, cols) grid of patch embeddings; the offsets k are `steps_to_ignore+1..steps_to_predict`"
+    def __init__(self, num_input_channels:int, target_dim:int=64, embed_scale:float=0.1, steps_to_ignore:int=2, steps_to_predict:int=3,
+                 context_dim:int=256):
+        super().__init__()
+        if not (isinstance(steps_to_ignore, int) and isinstance(steps_to_predict, int) and 0 <= steps_to_ignore < steps_to_predict):
+            raise ValueError(f"`CPCTask`: need ints 0 <= steps_to_ignore < steps_to_predict (the offsets are steps_to_ignore+1..steps_to_predict), "
+                             f"got {steps_to_ignore!r}, {steps_to_predict!r}")
+        store_attr('num_input_channels,target_dim,embed_scale,steps_to_ignore,steps_to_predict')
+        self.offsets = list(range(steps_to_ignore + 1, steps_to_predict + 1))
+        self.context_cnn = PixelCNNContext(num_input_channels, context_dim)
+        self.target_cnn = nn.Conv2d(num_input_channels, target_dim, 1)
+        self.pred_cnns = nn.ModuleList([nn.Conv2d(num_input_channels, target_dim, 1) for _ in self.offsets])
+
+    def forward(self, Z:Tensor) -> Tensor:
+        if Z.ndim != 4 or Z.shape[1] != self.num_input_channels:
+            raise ValueError(f"`CPCTask`: `Z` must be a (batch, {self.num_input_channels}, rows, cols) grid of patch embeddings, got {tuple(Z.shape)}")
+        h = Z.shape[2]
+        if h <= self.offsets[0]:
+            raise ValueError(f"`CPCTask`: a grid of {h} rows has no patch {self.offsets[0]} rows below another: "
+                             f"use a grid of at least {self.offsets[0] + 1} rows (larger images, smaller patches) or a smaller `steps_to_ignore`")
+        context, targets = self.context_cnn(Z), self.target_cnn(Z)
+        # the predictions and targets are (B, target_dim, h, w) maps of the same shape: the kernel, without checks
+        return sum(_cpc_nce_loss(pred(context) * self.embed_scale, targets, k)
+                   for k, pred in zip(self.offsets, self.pred_cnns) if k < h)   # k >= h: no row to predict
 
 # %% ../../nbs/41_cpc.ipynb #ffe4cec8
 class CPCModel(nn.Module):
@@ -90,3 +132,9 @@ class CPCV2(SSLCallback):
         return (extract_patches(x, self.patch_size, self.patch_stride),), (torch.zeros(len(x), device=x.device),)
 
     def lf(self, pred, *yb): return self.task(pred)
+
+# %% ../../nbs/41_cpc.ipynb #858d59f5
+# CPC's patches (8 px every 4) are encoded one by one: 36 encoder passes per 28-px image
+register('cpc', Recipe('CPC v2', 'Hénaff et al., *Data-Efficient Image Recognition with Contrastive Predictive Coding*, 2020',
+    group='feature maps', views=lambda a: image_views(a, 1), model=lambda enc, a: create_cpc_model(enc, context_dim=128),
+    callback=lambda augs, a: CPCV2(augs)))

@@ -11,7 +11,9 @@ from torch import nn
 from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..losses import dcl_loss
+from ..losses.contrastive import _dcl_loss
 from .simclr import SimCLR, SimCLRModel, create_simclr_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['create_dcl_model', 'get_dcl_aug_pipelines', 'DCL']
@@ -29,4 +31,9 @@ class DCL(SimCLR):
         self.sigma = sigma
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)
-        return dcl_loss(z1, z2, self.temp, self.sigma)
+        return _dcl_loss(z1, z2, self.temp, self.sigma)
+
+# %% ../../nbs/11_dcl.ipynb #dd8c43c6
+register('dcl', Recipe('DCL / DCLW', 'Yeh et al., *Decoupled Contrastive Learning*, 2022', group='contrastive', temp=0.5, views=image_views,
+    model=lambda enc, a: create_dcl_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    callback=lambda augs, a: DCL(augs, temp=a.temp)))

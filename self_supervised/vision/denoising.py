@@ -13,6 +13,7 @@ from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..callback import SSLCallback
 from .decoders import AutoEncoder, create_autoencoder, check_reconstruction
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_denoising_aug_pipelines', 'pixel_dropout_mask', 'drop_pixels', 'reconstruction_loss', 'create_denoising_model',
@@ -65,3 +66,9 @@ class Denoising(SSLCallback):
         return (x_in,), (x,)
 
     def lf(self, rec, x, *yb): return reconstruction_loss(rec, x, 'Denoising')
+
+# %% ../../nbs/49_denoising.ipynb #62ad7cc3
+# the decoder is sized to the encoder and the views
+register('denoising', Recipe('Denoising autoencoder', 'Vincent et al., *Extracting and Composing Robust Features with Denoising Autoencoders*, 2008',
+    group='reconstruction', views=lambda a: image_views(a, 1), model=lambda enc, a: create_denoising_model(enc, a.size, a.n_in),
+    callback=lambda augs, a: Denoising(augs, p=0.25)))

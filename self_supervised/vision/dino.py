@@ -13,7 +13,9 @@ from fastcore.all import *
 from ..augmentations import get_multi_crop_pipelines
 from ..layers import encoder_nf, out_features
 from ..losses import dino_loss, dino_center_update
+from ..losses.clustering import _dino_loss, _dino_center_update
 from ..callback import SSLCallback, ema_update, momentum_copy, cosine_momentum, unwrap_model, per_item, view_major
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['WeightNormLinear', 'DINOHead', 'DINOModel', 'create_dino_model', 'get_dino_aug_pipelines', 'no_stochastic_depth',
@@ -160,11 +162,19 @@ class DINO(SSLCallback):
         return tuple(crops), (per_item(self.teacher_out, len(views[0])),)
 
     def lf(self, pred, teacher_out, *yb):
-        return dino_loss(pred, view_major(teacher_out), self.center, len(self.large_crop_ids), self.tps, self.teacher_temp)
+        return _dino_loss(pred, view_major(teacher_out), self.center, len(self.large_crop_ids), self.tps, self.teacher_temp)
 
     def after_backward(self):
         if self.epoch < self.freeze_last_layer:   # no gradient: the optimiser skips the last layer
             for p in self.last_layer: p.grad = None
-        self.center = dino_center_update(self.center, self.teacher_out, self.cmom)   # every batch, whether or not the optimiser steps
+        self.center = _dino_center_update(self.center, self.teacher_out, self.cmom)   # every batch, whether or not the optimiser steps
 
     def after_step(self): ema_update(self.teacher, self.learn.model, self.momentum)
+
+# %% ../../nbs/21_dino.ipynb #943da2e2
+# temp is the student's; the same 2 + 4 crops as SwAV; m=0.99: in ~700 steps the teacher must keep up
+register('dino', Recipe('DINO', 'Caron et al., *Emerging Properties in Self-Supervised Vision Transformers*, 2021', group='clustering and distillation',
+    temp=0.1, views=lambda a: get_dino_aug_pipelines(num_crops=(2, 4), crop_sizes=(a.size, a.size * 4 // 7), min_scales=(a.min_scale, 0.1),
+                                                     max_scales=(1., a.min_scale), stats=a.stats, rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
+    model=lambda enc, a: create_dino_model(enc, out_dim=1024, hidden_dim=256, bottleneck_dim=64, use_bn=a.bn),
+    callback=lambda augs, a: DINO(augs, tps=a.temp, m=0.99, tpt_warmup_pct=0.3)))

@@ -15,6 +15,7 @@ from ..layers import out_features
 from ..callback import SSLCallback, unwrap_model, per_item, view_major
 from .rotnet import PretextClassifier, create_pretext_classifier
 from .instdisc import item_indices
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_exemplar_aug_pipelines', 'create_exemplar_model', 'Exemplar']
@@ -53,3 +54,11 @@ class Exemplar(SSLCallback):
         return (xb,), (per_item(idx.repeat(len(views)), len(views[0])),)
 
     def lf(self, pred, y, *yb): return F.cross_entropy(pred, view_major(y))
+
+# %% ../../nbs/44_exemplar.ipynb #e8f70763
+# surrogate classes: one per training item (the item index), strong augmentation
+register('exemplar', Recipe('Exemplar CNN', 'Dosovitskiy et al., *Discriminative Unsupervised Feature Learning with Exemplar CNNs*, 2014',
+    group='pretext', with_idx=True,
+    views=lambda a: get_exemplar_aug_pipelines(a.size, stats=a.stats, resize_scale=(min(a.min_scale, 0.25), 1.), blur=a.blur, blur_s=(2, 6)),
+    model=lambda enc, a: create_exemplar_model(enc, a.n_items, hidden_size=256, bn=a.bn),
+    callback=lambda augs, a: Exemplar(augs)))

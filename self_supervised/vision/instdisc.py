@@ -12,10 +12,12 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..losses import memory_bank_loss, check_temp
+from ..losses.contrastive import _memory_bank_loss
 from ..callback import SSLCallback
 from ..layers import out_features
 from ..dist import gather_nograd
 from .simclr import SimCLRModel, create_simclr_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_instdisc_aug_pipelines', 'new_memory_bank', 'bank_negatives', 'bank_update', 'item_indices', 'check_bank_args',
@@ -88,9 +90,15 @@ class InstDisc(SSLCallback):
 
     def lf(self, pred, idx, *yb):
         pos = self.bank[idx]
-        loss = memory_bank_loss(pred, pos, self.bank[bank_negatives(idx, len(self.bank), self.n_neg)], self.temp)
+        loss = _memory_bank_loss(pred, pos, self.bank[bank_negatives(idx, len(self.bank), self.n_neg)], self.temp)
         self.v = F.normalize(pred.detach().float(), dim=1)
         if self.prox: loss = loss + self.prox * (F.normalize(pred.float(), dim=1) - pos).pow(2).sum(1).mean()
         return loss
 
     def after_backward(self): bank_update(self.bank, self.idx, self.v, self.bank_m)   # every batch's entries, whether or not the optimiser steps
+
+# %% ../../nbs/15_instdisc.ipynb #52bc0309
+register('instdisc', Recipe('Instance Discrimination', 'Wu et al., *Unsupervised Feature Learning via Non-Parametric Instance Discrimination*, 2018',
+    group='memory bank', temp=0.07, with_idx=True, views=lambda a: image_views(a, 1),
+    model=lambda enc, a: create_instdisc_model(enc, projection_size=128),
+    callback=lambda augs, a: InstDisc(augs, n_neg=min(4096, a.n_items - 1), temp=a.temp)))

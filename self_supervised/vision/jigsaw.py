@@ -15,6 +15,7 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..callback import SSLCallback, unwrap_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_jigsaw_aug_pipelines', 'jigsaw_permutations', 'jigsaw_tile_size', 'jigsaw_tiles', 'shuffle_tiles',
@@ -142,3 +143,8 @@ class Jigsaw(SSLCallback):
         return (standardize_tiles(tiles, self.eps),), (y,)
 
     def lf(self, pred, y, *yb): return F.cross_entropy(pred, y)
+
+# %% ../../nbs/43_jigsaw.ipynb #fa7d0f11
+register('jigsaw', Recipe('Jigsaw', 'Noroozi and Favaro, *Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles*, 2016',
+    group='pretext', views=lambda a: image_views(a, 1), model=lambda enc, a: create_jigsaw_model(enc, hidden_size=256, bn=a.bn),
+    callback=lambda augs, a: Jigsaw(augs)))

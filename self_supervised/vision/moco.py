@@ -15,8 +15,10 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import moco_loss, check_temp
+from ..losses.contrastive import _moco_loss
 from ..callback import SSLCallback, ema_update, queue_slots, momentum_copy, cosine_momentum, check_momentum, check_queue_arg, check_queue_fits, unwrap_model
 from ..dist import gather_nograd
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_moco_aug_pipelines', 'MoCoModel', 'create_moco_model', 'MOCO']
@@ -85,9 +87,9 @@ class MOCO(SSLCallback):
         return (torch.cat([x1, x2]) if self.symmetric else x1,), (self.keys,)
 
     def lf(self, pred, keys, *yb):
-        if not self.symmetric: return moco_loss(pred, keys, self.queue, self.temp)
+        if not self.symmetric: return _moco_loss(pred, keys, self.queue, self.temp)
         (q1, q2), (k2, k1) = pred.chunk(2), keys.chunk(2)
-        return moco_loss(q1, k2, self.queue, self.temp) + moco_loss(q2, k1, self.queue, self.temp)
+        return _moco_loss(q1, k2, self.queue, self.temp) + _moco_loss(q2, k1, self.queue, self.temp)
 
     def next_slots(self, n) -> torch.Tensor:
         "Queue rows for the next `n` entries, wrapping around the end; advances the pointer"
@@ -104,3 +106,10 @@ class MOCO(SSLCallback):
     def after_backward(self):   # every batch's keys enter the queue, whether or not the optimiser steps
         if self.queue is not None: self.update_queue()
     def after_step(self): ema_update(self.encoder_k, self.learn.model, self.momentum)
+
+# %% ../../nbs/12_moco.ipynb #81bdf005
+# m=0.99: in a short run the momentum encoder must keep up
+register('moco', Recipe('MoCo v2', 'Chen et al., *Improved Baselines with Momentum Contrastive Learning*, 2020 (v1: He et al., 2020; v3: Chen, Xie and He, 2021)',
+    group='contrastive', temp=0.2, views=image_views,
+    model=lambda enc, a: create_moco_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    callback=lambda augs, a: MOCO(augs, K=4096, m=0.99, temp=a.temp)))

@@ -14,8 +14,10 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import moco_loss, check_temp
+from ..losses.contrastive import _moco_loss
 from ..callback import CatViews, queue_slots, check_queue_fits
 from ..dist import gather_nograd
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_nnclr_aug_pipelines', 'NNCLRModel', 'create_nnclr_model', 'NNCLR']
@@ -70,10 +72,16 @@ class NNCLR(CatViews):
         z, p = pred
         (z1, z2), (p1, p2) = z.chunk(2), p.chunk(2)
         self.z1 = z1.detach()
-        return (moco_loss(self.nearest(z1), p2, None, self.temp) + moco_loss(self.nearest(z2), p1, None, self.temp)) / 2
+        return (_moco_loss(self.nearest(z1), p2, None, self.temp) + _moco_loss(self.nearest(z2), p1, None, self.temp)) / 2
 
     @torch.no_grad()
     def after_backward(self):   # every batch's projections enter the support set, whether or not the optimiser steps
         z = F.normalize(gather_nograd(self.z1).float(), dim=1)
         idx, self.support_ptr = queue_slots(self.support_ptr, len(z), self.K, self.support.device)
         self.support[idx] = z.to(self.support.dtype)
+
+# %% ../../nbs/14_nnclr.ipynb #f9a13411
+register('nnclr', Recipe('NNCLR', 'Dwibedi et al., *With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning*, 2021',
+    group='contrastive', temp=0.2, views=image_views,
+    model=lambda enc, a: create_nnclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    callback=lambda augs, a: NNCLR(augs, K=8192, temp=a.temp)))

@@ -14,11 +14,13 @@ from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf, out_features
 from ..losses import check_temp, nce_log_z, pirl_loss
+from ..losses.contrastive import _nce_log_z, _pirl_loss
 from ..callback import SSLCallback, unwrap_model
 from ..dist import gather_nograd
 from .jigsaw import jigsaw_tiles, shuffle_tiles, standardize_tiles
 from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
 from .cmc import linear_head
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_pirl_aug_pipelines', 'PIRLModel', 'create_pirl_model', 'PIRL']
@@ -85,9 +87,15 @@ class PIRL(SSLCallback):
         n = len(self.bank)
         pos, neg = self.bank[idx], self.bank[bank_negatives(idx, n, self.n_neg)]
         if self.nce and self.log_z.isnan():   # estimated once, on the first batch, from both heads' scores and every process's
-            lz = gather_nograd(torch.stack([nce_log_z(f, pos, neg, n, self.temp), nce_log_z(g, pos, neg, n, self.temp)]))
+            lz = gather_nograd(torch.stack([_nce_log_z(f, pos, neg, n, self.temp), _nce_log_z(g, pos, neg, n, self.temp)]))
             self.log_z = lz.logsumexp(0) - math.log(len(lz))
         self.v = F.normalize(f.detach().float(), dim=1)
-        return pirl_loss(f, g, pos, neg, self.temp, self.lmb, *((self.log_z, n) if self.nce else (None, None)))
+        return _pirl_loss(f, g, pos, neg, self.temp, self.lmb, *((self.log_z, n) if self.nce else (None, None)))
 
     def after_backward(self): bank_update(self.bank, self.idx, self.v, self.bank_m)   # every batch's entries, whether or not the optimiser steps
+
+# %% ../../nbs/47_pirl.ipynb #0d35ebe4
+register('pirl', Recipe('PIRL', 'Misra and van der Maaten, *Self-Supervised Learning of Pretext-Invariant Representations*, 2020',
+    group='memory bank', temp=0.07, with_idx=True, views=image_views,
+    model=lambda enc, a: create_pirl_model(enc, grid=3, projection_size=128, bn=a.bn),
+    callback=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp)))

@@ -14,6 +14,7 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..callback import SSLCallback, per_item, view_major
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_rotnet_aug_pipelines', 'rotate_images', 'rotnet_batch', 'PretextClassifier', 'create_pretext_classifier',
@@ -82,3 +83,8 @@ class RotNet(SSLCallback):
             raise ValueError(f"RotNet: the model must output 4 logits per image (one per rotation), got shape {tuple(pred.shape)}: "
                              f"create it with `create_rotnet_model(encoder)`")
         return F.cross_entropy(pred, view_major(y))
+
+# %% ../../nbs/42_rotnet.ipynb #433376f2
+register('rotnet', Recipe('RotNet', 'Gidaris, Singh and Komodakis, *Unsupervised Representation Learning by Predicting Image Rotations*, 2018',
+    group='pretext', views=lambda a: image_views(a, 1), model=lambda enc, a: create_rotnet_model(enc, hidden_size=256, bn=a.bn),
+    callback=lambda augs, a: RotNet(augs)))

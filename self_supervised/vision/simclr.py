@@ -13,7 +13,9 @@ from fastai.torch_core import apply_init
 from ..augmentations import views_aug_fn
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import nt_xent_loss, check_temp
+from ..losses.contrastive import _nt_xent_loss
 from ..callback import SSLCallback, per_item
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_simclr_aug_pipelines', 'SimCLRModel', 'create_simclr_model', 'SimCLR']
@@ -38,9 +40,9 @@ get_simclr_aug_pipelines = views_aug_fn(2, 'SimCLR')
 
 # %% ../../nbs/10_simclr.ipynb #71e78f7e
 class SimCLR(SSLCallback):
-    "SimCLR: two views per image, NT-Xent loss with temperature `temp`"
+    "SimCLR: two views per image, NT-Xent loss with temperature `temp` (`nt_xent_loss`'s default, the paper's for CIFAR-10)"
     n_views, min_bs = 2, 2
-    def __init__(self, aug_pipelines, temp=0.07, print_augs=False):
+    def __init__(self, aug_pipelines, temp=0.5, print_augs=False):   # `nt_xent_loss`'s default: the paper's for CIFAR-10
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'SimCLR')
         self.temp = temp
@@ -51,4 +53,10 @@ class SimCLR(SSLCallback):
 
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)
-        return nt_xent_loss(z1, z2, self.temp)
+        return _nt_xent_loss(z1, z2, self.temp)
+
+# %% ../../nbs/10_simclr.ipynb #cbc678c2
+register('simclr', Recipe('SimCLR', 'Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, 2020',
+    group='contrastive', temp=0.5, views=image_views,
+    model=lambda enc, a: create_simclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    callback=lambda augs, a: SimCLR(augs, temp=a.temp)))

@@ -15,6 +15,7 @@ from ..layers import create_mlp_module, encoder_nf
 from ..losses import negative_cosine_loss
 from ..callback import SSLCallback
 from .byol import BYOLModel, check_predictor
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_simsiam_aug_pipelines', 'create_simsiam_model', 'SimSiam']
@@ -46,3 +47,9 @@ class SimSiam(SSLCallback):
     def lf(self, pred, *yb):
         (z1, z2), (p1, p2) = pred[0].chunk(2), pred[1].chunk(2)
         return 1 + negative_cosine_loss(p1, z2) / 2 + negative_cosine_loss(p2, z1) / 2   # 1 +: positive, for lr_find
+
+# %% ../../nbs/17_simsiam.ipynb #1c1b2604
+# the paper's shape scaled down: a 3-layer projector with batch norm everywhere (SimSiam collapses without it)
+register('simsiam', Recipe('SimSiam', 'Chen and He, *Exploring Simple Siamese Representation Learning*, 2021', group='non-contrastive',
+    views=image_views, model=lambda enc, a: create_simsiam_model(enc, hidden_size=256, projection_size=256, pred_hidden_size=64, bn=True),
+    callback=lambda augs, a: SimSiam(augs)))

@@ -17,6 +17,7 @@ from ..augmentations import get_batch_augs, get_multi_aug_pipelines
 from ..layers import encoder_nf, composite_encoder
 from ..callback import SSLCallback, unwrap_model
 from .amdim import feature_map_layers
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['AB_RANGE', 'rgb_to_lab', 'normalize_lab', 'check_rgb', 'tint_images', 'n_ab_bins', 'quantize_ab', 'quantize_l',
@@ -235,3 +236,10 @@ class SplitBrain(SSLCallback):
     def lf(self, pred, lab, *yb):
         ab_logits, l_logits = pred
         return splitbrain_loss(ab_logits, l_logits, *splitbrain_targets(lab, ab_logits.shape[-2:], self.ab_step, self.l_bins))
+
+# %% ../../nbs/45_splitbrain.ipynb #cad6fb8c
+# rgb=True: the Lab methods need colour, so grey data is tinted (`algo_images`); the L network takes 1 channel
+register('splitbrain', Recipe('Split-Brain autoencoder', 'Zhang, Isola and Efros, *Split-Brain Autoencoders*, 2017', group='pretext', rgb=True,
+    views=lambda a: get_splitbrain_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
+    model=lambda enc, a: create_splitbrain_model(enc if a.n_in == 1 else copy_encoder(enc, 1), hidden_size=64),
+    callback=lambda augs, a: SplitBrain(augs)))

@@ -13,10 +13,12 @@ from torch import nn
 from fastcore.all import *
 from ..augmentations import get_multi_aug_pipelines
 from ..losses import supcon_loss, check_temp
+from ..losses.contrastive import _supcon_loss
 from ..callback import SSLCallback
 from ..dist import gather_nograd, rank
 from .simclr import SimCLRModel, create_simclr_model
 from .moco import MOCO
+from ..registry import register, Recipe, image_views, UNLABELLED
 
 # %% auto #0
 __all__ = ['SupConModel', 'create_supcon_model', 'get_supcon_aug_pipelines', 'SupCon', 'SupConMOCO', 'UnsupMethod']
@@ -88,12 +90,12 @@ class SupCon(_LabelsMixin, SSLCallback):
         n = len(yb)
         ids = torch.arange(n, device=yb.device) + rank() * n
         if self.unsup_method == UnsupMethod.Only: ids = torch.where(yb == self.unsup_class_id, ids, -1)
-        return supcon_loss(pred, ids.repeat(2), self.temp)
+        return _supcon_loss(pred, ids.repeat(2), self.temp)
 
     def sup_lf(self, pred, yb):
         "Supervised contrastive loss over the labelled images' views"
         targ = torch.cat([yb, yb])
-        return supcon_loss(pred, torch.where(targ == self.unsup_class_id, -1, targ), self.temp)
+        return _supcon_loss(pred, torch.where(targ == self.unsup_class_id, -1, targ), self.temp)
 
     def lf(self, pred, yb, *rest): return self.unsup_lf(pred, yb) + self.reg_lambda * self.sup_lf(pred, yb)
 
@@ -155,3 +157,12 @@ class SupConMOCO(_LabelsMixin, MOCO):
     def lf(self, pred, key_embs, labels, *rest):
         pred = F.normalize(pred)
         return self.unsup_lf(pred, key_embs, labels) + self.reg_lambda * self.sup_lf(pred, key_embs, labels)
+
+# %% ../../nbs/13_supcon.ipynb #437b316b
+# labels=True: trains with the labels it is given, all but a fraction replaced by `UNLABELLED` in the CLI
+register('supcon', Recipe('SupCon', 'Khosla et al., *Supervised Contrastive Learning*, 2020', group='contrastive', temp=0.2, labels=True,
+    views=image_views, model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
+    callback=lambda augs, a: SupCon(augs, unsup_class_id=UNLABELLED, temp=a.temp)))
+register('supcon_moco', Recipe('SupConMoCo', 'Khosla et al., 2020, with the momentum encoder and queue of MoCo', group='contrastive', temp=0.2,
+    labels=True, views=image_views, model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
+    callback=lambda augs, a: SupConMOCO(augs, unsup_class_id=UNLABELLED, K=4096, m=0.99, temp=a.temp)))

@@ -14,8 +14,10 @@ from fastai.torch_core import apply_init
 from ..augmentations import get_multi_crop_pipelines
 from ..layers import create_mlp_module, encoder_nf
 from ..losses import sinkhorn_knopp, swav_loss, check_temp, upcast
+from ..losses.clustering import _sinkhorn_knopp, _swav_loss
 from ..callback import SSLCallback, queue_slots, check_queue_arg, check_queue_fits, unwrap_model
 from ..dist import gather_nograd, world_size, rank
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['normalize_prototypes', 'SwAVModel', 'create_swav_model', 'get_swav_aug_pipelines', 'SWAV']
@@ -155,7 +157,7 @@ class SWAV(SSLCallback):
         if self.queue_in_use:
             q = self.queue[j].tensor_split(world_size())[rank()]
             s = torch.cat([q.to(s) @ self._protos().weight.to(s).T, s])
-        return sinkhorn_knopp(s, self.eps, self.n_sinkhorn_iter)[-len(scores):]
+        return _sinkhorn_knopp(s, self.eps, self.n_sinkhorn_iter)[-len(scores):]
 
     def lf(self, pred, *yb):
         z, scores = pred
@@ -163,7 +165,7 @@ class SWAV(SSLCallback):
         scores = scores.view(V, -1, scores.shape[-1])   # the model concatenates the crops in order
         self.z_assgn = z.detach().view(V, -1, z.shape[-1])[list(self.crop_assgn_ids)]
         self.codes = torch.stack([self.get_codes(scores[i], j) for j, i in enumerate(self.crop_assgn_ids)])
-        return swav_loss(scores, self.codes, self.temp, self.crop_assgn_ids)
+        return _swav_loss(scores, self.codes, self.temp, self.crop_assgn_ids)
 
     def after_backward(self):
         if self.protos_frozen:   # no gradient: the optimiser skips the prototypes (no momentum, no weight decay)
@@ -180,3 +182,15 @@ class SWAV(SSLCallback):
 
     def after_step(self):
         if not self.protos_frozen: normalize_prototypes(self._protos())
+
+# %% ../../nbs/20_swav.ipynb #d8b12f20
+# multi-crop: 2 crops of a.size px predict each other's codes, 4 small crops (16 px at 28) predict both; a queue of 15
+# batches as in the paper's batch-256 runs, from 15% of training; prototypes frozen for 5%
+def _swav_crops(a): return dict(num_crops=(2, 4), crop_sizes=(a.size, a.size * 4 // 7))
+register('swav', Recipe('SwAV', 'Caron et al., *Unsupervised Learning of Visual Features by Contrasting Cluster Assignments*, 2020',
+    group='clustering and distillation', temp=0.1,
+    views=lambda a: get_swav_aug_pipelines(**_swav_crops(a), min_scales=(a.min_scale, 0.1), max_scales=(1., a.min_scale),
+                                           stats=a.stats, rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
+    model=lambda enc, a: create_swav_model(enc, hidden_size=256, projection_size=128, n_protos=300, bn=a.bn),
+    callback=lambda augs, a: SWAV(augs, **_swav_crops(a), K=min(3840, 15 * a.get('bs', 256)), queue_start_pct=0.15, temp=a.temp,
+                                  eps=0.05, freeze_protos_pct=0.05)))

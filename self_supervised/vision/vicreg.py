@@ -10,8 +10,10 @@ from fastcore.all import *
 from torch import nn
 from ..augmentations import views_aug_fn
 from ..losses import vicreg_loss
+from ..losses.non_contrastive import _vicreg_loss
 from ..callback import CatViews
 from .simclr import SimCLRModel, create_simclr_model
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['get_vicreg_aug_pipelines', 'create_vicreg_model', 'VICReg']
@@ -32,4 +34,9 @@ class VICReg(CatViews):
         store_attr('sim_w,var_w,cov_w')
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)
-        return vicreg_loss(z1, z2, self.sim_w, self.var_w, self.cov_w)
+        return _vicreg_loss(z1, z2, self.sim_w, self.var_w, self.cov_w)
+
+# %% ../../nbs/19_vicreg.ipynb #9e2582c7
+register('vicreg', Recipe('VICReg', 'Bardes, Ponce and LeCun, *VICReg: Variance-Invariance-Covariance Regularization*, 2022',
+    group='non-contrastive', views=image_views, model=lambda enc, a: create_vicreg_model(enc, hidden_size=512, projection_size=512),
+    callback=lambda augs, a: VICReg(augs, sim_w=25., var_w=25., cov_w=1.)))
