@@ -9,7 +9,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # torch/torchvision are pinned for the dev install (these wheels are cached on the project's machines)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install data demo test test-nbs test-slow pytest check-clean check-export readme docs docs-check bench clean
+.PHONY: install data demo test test-nbs test-slow pytest check-clean check-export check-outputs nbs readme docs docs-check bench clean
 
 $(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,20 +58,27 @@ test-slow: install data
 pytest: install data
 	$(VENV)/bin/pytest -q -n 2 -m "not slow" tests
 
-test: check-clean check-export test-nbs pytest
+# Every notebook is saved with its outputs (they are the documentation): `make nbs` runs them and saves them
+check-outputs: install
+	$(PY) tools/run_nbs.py --check
+
+nbs: install data
+	$(PY) tools/run_nbs.py
+
+test: check-clean check-export check-outputs test-nbs pytest
 
 # README.md is generated from nbs/index.ipynb (tools/make_readme.py: nbdev-readme needs Quarto, not installable here)
 readme: install
 	$(PY) tools/make_readme.py
 
-# The documentation site in _docs/, every notebook executed for its outputs (tools/make_docs.py: nbdev-docs needs Quarto);
-# docs-check builds it in a temporary folder and fails on broken links or notebooks that fail. `make test` runs the
-# same build without executing the notebooks (tests/test_docs.py): nbdev-test already runs them.
-docs: install data
-	$(PY) tools/make_docs.py
+# The documentation site in _docs/, the standard nbdev way (Quarto renders the notebooks with their saved outputs;
+# `nbdev-install-quarto` first; .github/workflows/deploy.yaml publishes it). docs-check needs no Quarto: nbdev's own
+# processing of every notebook and show_doc of every export (tests/test_docs.py runs it in `make test`)
+docs: install
+	$(VENV)/bin/nbdev-docs
 
-docs-check: install data
-	$(PY) tools/make_docs.py --check
+docs-check: install
+	$(PY) tools/check_docs.py
 
 # Every benchmark script; each prints its figures. The reliability, time-series and Fashion-MNIST tables are written
 # into nbs/index.ipynb and README.md; the comparison trains every algorithm of the registry at one small budget

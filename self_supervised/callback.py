@@ -231,8 +231,12 @@ class SSLCallback(Callback):
             yb = ()   # e.g. `learn.summary()` runs one image: predict, but there is no loss to compute
         self.learn.xb, self.learn.yb = tuple(xb), tuple(yb)
 
-    def make_batch(self, views): raise NotImplementedError
-    def lf(self, pred, *yb): raise NotImplementedError
+    def make_batch(self, views) -> tuple:
+        "The model's inputs and the loss's targets, `(xb, yb)`, made from the batch's views (one per pipeline)"
+        raise NotImplementedError
+    def lf(self, pred, *yb) -> Tensor:
+        "The method's loss of the model's output `pred` and the targets `yb` that `make_batch` made"
+        raise NotImplementedError
 
     @torch.no_grad()
     def show(self, n=1, x=None, figsize=None):
