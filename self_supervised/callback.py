@@ -22,6 +22,7 @@ from .augmentations import assert_aug_pipelines
 from .layers import atomic_write
 from .losses import upcast, float32_loss
 from .dist import world_size, gloo_broadcast
+from .data import check_train_batches
 
 # %% auto #0
 __all__ = ['STATE', 'decoded_views', 'unwrap_model', 'SSLState', 'SSLCallback', 'CatViews', 'per_item', 'view_major',
@@ -86,6 +87,7 @@ class SSLCallback(Callback):
     n_views = None                # number of pipelines the method needs (None: any number >= 1)
     min_bs = 1                    # smallest batch the loss is defined for
     has_valid_loss = True         # False where validation batches give no loss (items without a memory-bank entry...)
+    needs_item_index = False      # True where the loss reads each item's index in the batch (`with_item_index`)
     _state = ()                   # attribute names kept in the model's `SSLState`
     _owner = None                 # the `MultiTask` running this callback as one of its tasks, if any
 
@@ -180,6 +182,7 @@ class SSLCallback(Callback):
     def before_fit(self):
         self._setup(); self._n_in = None
         self._check_fastai_cbs()
+        check_train_batches(self.dls.train)   # e.g. a DataBlock of fewer items than a batch: no step at all
 
     def _check_fastai_cbs(self):
         "Clear errors, when training starts, for fastai callbacks that cannot work with this method (they would fail at the end of the first epoch)"
@@ -220,6 +223,7 @@ class SSLCallback(Callback):
 
     def before_batch(self):
         x = self.learn.xb[0]
+        if x.dtype == torch.uint8: x = x.float().div_(255.)   # images as bytes (a plain torch Dataset): [0, 1], as fastai's IntToFloatTensor
         self._check_input(x)
         self.orig_x, self.orig_y = x, (self.learn.yb[0] if len(self.learn.yb) else None)
         self.views = [aug(x) for aug in self.aug_pipelines]

@@ -1,4 +1,4 @@
-"""`ssl-pretrain`: pretrain an encoder on Fashion-MNIST on the CPU and compare it with the random encoder
+"""`ssl-pretrain`: pretrain an encoder on your image folder (or Fashion-MNIST) on the CPU, export it, and compare it with the encoder it started from
 
 Docs: https://self-supervised.github.io/self_supervised/cli.html.md"""
 
@@ -12,34 +12,100 @@ import torch
 from fastcore.all import *
 from fastcore.script import call_parse, bool_arg
 from fastai.callback.schedule import fit_one_cycle
-from .data import fashion_mnist, ssl_dls, fmnist_stats
+from .data import (fashion_mnist, ssl_dls, fmnist_stats, FMNIST_FILES, image_folder_dls, image_files, image_channels,
+                                  as_tuples)
 from .layers import create_encoder, export_encoder
 from .evaluation import evaluate_encoder
 from .visual import draw_view_grid
 from .registry import ALGOS, UNLABELLED, algo_images, ssl_args, ssl_learner, get_recipe
 
 # %% auto #0
-__all__ = ['ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
+__all__ = ['FMNIST_NAMES', 'ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
 _all_ = ['ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']   # the registry's, imported from here by older code
 
 # %% ../nbs/80_cli.ipynb #985d32b0
+FMNIST_NAMES = ('fashion-mnist', 'fashion_mnist', 'fmnist')
+
+def _fail(msg:str): raise SystemExit(msg)
+
+def _data_kind(data:str|None) -> str:
+    "'fmnist' (the default, a name of it, or a folder with its IDX files) or 'folder' (anything else: an image folder, checked when read)"
+    if data is None or data.lower() in FMNIST_NAMES: return 'fmnist'
+    p = Path(data)
+    if not p.exists(): _fail(f"--data {data}: no such folder (pass a folder of images, a folder with the Fashion-MNIST IDX files, or `fashion-mnist`)")
+    if not p.is_dir(): _fail(f"--data {data} is a file: pass the folder that holds the images")
+    return 'fmnist' if any((p/f).exists() for f in FMNIST_FILES.values()) else 'folder'
+
+def _fmnist_run(data, algo, spec, size, bs, seed, n_train, n_test, labelled):
+    "Fashion-MNIST loaders (labels of all but `labelled` of the images replaced by `UNLABELLED` for the methods that use labels) and evaluation sets"
+    try: ds = fashion_mnist(None if data is None or data.lower() in FMNIST_NAMES else data)
+    except FileNotFoundError as e: _fail(str(e))
+    tr = torch.randperm(len(ds.train_x))[:ifnone(n_train, len(ds.train_x))]
+    n_test = ifnone(n_test, len(ds.test_x))
+    if bs > len(tr): _fail(f"--bs {bs} is larger than the training set ({len(tr)} images): lower --bs or raise --n-train")
+    labelled = ifnone(labelled, 0.1)
+    if not 0 <= labelled <= 1: _fail(f"--labelled {labelled} is a fraction: pass a value in [0, 1]")
+    ytr = ds.train_y[tr].clone()
+    if spec.labels:   # own generator: the encoder's initialisation stays that of the other algorithms
+        ytr[torch.rand(len(ytr), generator=torch.Generator().manual_seed(seed)) >= labelled] = UNLABELLED
+    train_x, test_x = algo_images(algo, ds.train_x[tr]), algo_images(algo, ds.test_x[:n_test])
+    dls = ssl_dls(train_x, test_x[:1024], ytr, ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu', with_idx=spec.with_idx)
+    ev = dict(train_x=train_x, train_y=ds.train_y[tr], test_x=test_x, test_y=ds.test_y[:n_test], stats=fmnist_stats)
+    return dls, ev, f"Fashion-MNIST test set ({n_test} images)"
+
+def _folder_dls(path, algo, spec, n_in, **kwargs):
+    "The loaders of an image folder, with the errors of a command line"
+    if spec.rgb:   # the Lab methods split colour from lightness: grey images have no colour to predict
+        if n_in not in (None, 3): _fail(f"--algo {algo} learns from colour: --n-in must be 3, got {n_in}")
+        try: grey = image_channels(image_files(path)) == 1
+        except (FileNotFoundError, NotADirectoryError) as e: _fail(str(e))
+        if grey: _fail(f"--algo {algo} learns from colour, and the images of {path} are grey: choose another --algo")
+        n_in = 3
+    try: return image_folder_dls(path, n_in=n_in, **kwargs)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(str(e))
+
+def _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, valid_pct, workers):
+    "Loaders of the image folder `data`, and evaluation sets from its labels or from `eval_data` (None: nothing to evaluate with, and why)"
+    kw = dict(size=size, bs=bs, seed=seed, **({} if workers is None else dict(num_workers=workers)))
+    dls = _folder_dls(data, algo, spec, n_in, valid_pct=valid_pct, **kw)
+    if spec.labels and getattr(dls, 'vocab', None) is None:
+        _fail(f"--algo {algo} trains with class labels, and the images of {data} are not in class subfolders: choose another --algo")
+    if eval_data is not None:
+        if not valid_pct: _fail(f"--eval-data {eval_data} is split into the kNN's reference images and its test images by --valid-pct: pass a value above 0")
+        edls = _folder_dls(eval_data, algo, spec, dls.one_batch()[0].shape[1], valid_pct=valid_pct, stats=dls.stats, **{**kw, 'bs': min(bs, 32)})
+        if getattr(edls, 'vocab', None) is None: _fail(f"--eval-data {eval_data}: its images are not in class subfolders (at least two): the evaluation needs the classes")
+        what, src = f"{eval_data} validation split", edls
+    elif getattr(dls, 'vocab', None) is None:
+        return dls, None, f"The images of {data} are not in class subfolders: no labels to evaluate with, so the evaluation is skipped (pass --eval-data DIR of class subfolders)"
+    elif not valid_pct:
+        return dls, None, f"--valid-pct 0 leaves no images of {data} to test on: the evaluation is skipped"
+    else: what, src = f"{data} validation split", dls
+    ev = dict(train_x=src.train.new(shuffle=False, drop_last=False), test_x=src.valid, stats=dls.stats)
+    return dls, ev, f"{what} ({len(src.valid_ds)} images, {len(src.vocab)} classes)"
+
 def _plot(learn, cb, path, title):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw=dict(width_ratios=[1.4, 1]))
     ax.plot([float(l) for l in learn.recorder.losses]); ax.set_xlabel('step'); ax.set_ylabel('training loss'); ax.set_title(title)
-    draw_view_grid(ax2, learn.dls.valid.one_batch()[0][:6], cb.aug_pipelines)
+    dl = learn.dls.valid if len(learn.dls.valid_ds) else learn.dls.train
+    draw_view_grid(ax2, dl.one_batch()[0][:6], cb.aug_pipelines)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 # %% ../nbs/80_cli.ipynb #a77e357a
 @call_parse
 def ssl_pretrain(
     algo:str='simclr',          # SSL algorithm: a name of the registry (`ALGOS`)
+    data:str=None,              # An image folder (class subfolders label the evaluation), a folder with the Fashion-MNIST IDX files, or `fashion-mnist` (the default: $SSL_DATA, then the Debian package)
+    eval_data:str=None,         # A labelled image folder (class subfolders) to evaluate on, split by --valid-pct (default: --data's own labels)
+    valid_pct:float=None,       # Image folders: the fraction kept to test the encoder on (default 0.1)
+    size:int=None,              # Size of the images and views (default: 28 on Fashion-MNIST, 64 for an image folder)
+    n_in:int=None,              # Image folders: 1 (grey) or 3 (colour) channels (default: measured from the images)
     arch:str='small_resnet',    # Encoder: `small_resnet`, or a timm or fastai architecture name
     width:int=16,               # Width of `small_resnet`
-    size:int=28,                # Size of the augmented views
+    pretrained_weights:str=None,  # A local weights file (safetensors or torch) to start the encoder from
     epochs:int=3,               # Training epochs
     bs:int=256,                 # Batch size
     lr:float=None,              # Maximum learning rate of the one-cycle schedule (default: the algorithm's, else 1e-2)
@@ -48,57 +114,59 @@ def ssl_pretrain(
     blur:bool_arg=False,        # Gaussian blur in the augmentations (little detail to remove at 28 px)
     pool:str='catavgmax',       # Encoder pooling: avg or catavgmax
     bn:bool_arg=True,           # Batch norm in the projection head
-    data:str=None,              # Directory with the Fashion-MNIST IDX files (default: $SSL_DATA, then the Debian package)
     out:str='demo_out',         # Output directory for weights, plot and results
-    n_train:int=None,           # Number of training images (default: all 60,000)
-    n_test:int=None,            # Number of test images to evaluate on (default: all 10,000)
+    n_train:int=None,           # Fashion-MNIST: number of training images (default: all 60,000)
+    n_test:int=None,            # Fashion-MNIST: number of test images to evaluate on (default: all 10,000)
     n_probe:int=10000,          # Training images used to fit the linear probe
-    labelled:float=0.1,         # Fraction of training labels that SupCon and SupConMOCO see (the rest: class `UNLABELLED`)
+    labelled:float=None,        # Fashion-MNIST: fraction of training labels that SupCon and SupConMOCO see (default 0.1; the rest: class `UNLABELLED`)
     probe:bool_arg=True,        # Also fit a linear probe
+    workers:int=None,           # Image folders: processes that read the images (default: fastai's, the number of CPUs)
     seed:int=0,                 # Random seed
     threads:int=None,           # Torch CPU threads (default: torch's choice)
 ):
-    "Pretrain an SSL encoder on Fashion-MNIST, then print kNN and linear-probe accuracy next to the random encoder's"
-    if algo not in ALGOS: raise SystemExit(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
+    "Pretrain an SSL encoder on an image folder or Fashion-MNIST, export it, and print kNN and linear-probe accuracy next to the starting encoder's"
+    if algo not in ALGOS: _fail(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
     if threads: torch.set_num_threads(threads)
-    spec = ALGOS[algo]
+    spec, kind = ALGOS[algo], _data_kind(data)
+    only = dict(fmnist=dict(n_train=n_train, n_test=n_test, labelled=labelled), folder=dict(eval_data=eval_data, valid_pct=valid_pct, n_in=n_in, workers=workers))
+    for k, v in only['folder' if kind == 'fmnist' else 'fmnist'].items():   # an argument that does not apply is refused, not ignored
+        if v is not None: _fail(f"--{k.replace('_', '-')} applies to {'image folders' if kind == 'fmnist' else 'Fashion-MNIST'}, not to --data {data or 'fashion-mnist'}")
+    if pretrained_weights is not None and not Path(pretrained_weights).is_file(): _fail(f"--pretrained-weights {pretrained_weights}: no such file")
     temp, lr = ifnone(temp, spec.temp), ifnone(lr, ifnone(spec.lr, 1e-2))
-    args = AttrDict(algo=algo, arch=arch, width=width, size=size, epochs=epochs, bs=bs, lr=lr, temp=temp, min_scale=min_scale, blur=blur, pool=pool, bn=bn,
-                    labelled=labelled if spec.labels else None)
+    size = ifnone(size, 28 if kind == 'fmnist' else 64)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    try: ds = fashion_mnist(data)
-    except FileNotFoundError as e: raise SystemExit(str(e)) from e
-    tr = torch.randperm(len(ds.train_x))[:ifnone(n_train, len(ds.train_x))]
-    n_test = ifnone(n_test, len(ds.test_x))
-    args.n_items = len(tr)
-    if bs > len(tr): raise SystemExit(f"--bs {bs} is larger than the training set ({len(tr)} images): lower --bs or raise --n-train")
-    if not 0 <= labelled <= 1: raise SystemExit(f"--labelled {labelled} is a fraction: pass a value in [0, 1]")
-    ytr = ds.train_y[tr].clone()
-    if spec.labels:   # own generator: the encoder's initialisation stays that of the other algorithms
-        ytr[torch.rand(len(ytr), generator=torch.Generator().manual_seed(seed)) >= labelled] = UNLABELLED
-    train_x, test_x = algo_images(algo, ds.train_x[tr]), algo_images(algo, ds.test_x[:n_test])
-    dls = ssl_dls(train_x, test_x[:1024], ytr, ds.test_y[:min(n_test, 1024)], bs=bs, device='cpu',
-                  with_idx=spec.with_idx)
-    try: encoder = create_encoder(arch, n_in=1, pool_type=pool, **({'width': width} if arch == 'small_resnet' else {}))
-    except ValueError as e: raise SystemExit(str(e)) from e
+    if kind == 'fmnist': dls, ev, what = _fmnist_run(data, algo, spec, size, bs, seed, n_train, n_test, labelled)
+    else: dls, ev, what = _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, ifnone(valid_pct, 0.1), workers)
+    n_channels = as_tuples(dls).train.one_batch()[0].shape[1]
+    args = AttrDict(algo=algo, data=data or 'fashion-mnist', arch=arch, width=width, size=size, n_in=n_channels, epochs=epochs, bs=bs, lr=lr, temp=temp,
+                    min_scale=min_scale, blur=blur, pool=pool, bn=bn, pretrained_weights=pretrained_weights,
+                    labelled=ifnone(labelled, 0.1) if spec.labels and kind == 'fmnist' else None)
+    try: encoder = create_encoder(arch, n_in=n_channels, pool_type=pool, pretrained=pretrained_weights or False,
+                                  **({'width': width} if arch == 'small_resnet' else {}))
+    except (ValueError, KeyError, RuntimeError) as e: _fail(str(e))
     learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
-    random_encoder = copy.deepcopy(learn.model.encoder)   # the model's own encoder (Split-Brain and CMC build theirs)
+    start = 'random' if pretrained_weights is None else 'initial'
+    start_encoder = copy.deepcopy(learn.model.encoder)   # the model's own encoder (Split-Brain and CMC build theirs)
     cb = learn.cbs[-1]
     t0 = time.time()
     if spec.one_cycle: learn.fit_one_cycle(epochs, lr)
     else: learn.fit(epochs, lr)
     train_s = time.time() - t0
-    ev = dict(train_x=train_x, train_y=ds.train_y[tr], test_x=test_x, test_y=ds.test_y[:n_test],
-              size=size, stats=None if spec.rgb else fmnist_stats, n_probe=n_probe, probe=probe)
-    res = {'random': evaluate_encoder(random_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
     export_encoder(learn.model, out/'encoder.safetensors', algo=algo)
-    _plot(learn, cb, out/f'{algo}.png', f'{algo} on Fashion-MNIST')
-    (out/'results.json').write_text(json.dumps(dict(args=args, train_seconds=train_s, results=res), indent=2))
-    cols = ['knn'] + (['linear'] if probe else [])
-    print(f"\nFashion-MNIST test set ({n_test} images), encoder {arch}, {epochs} epochs in {train_s:.0f}s")
-    print(f"| encoder | " + " | ".join(f"{c} accuracy" for c in cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for name, r in res.items(): print(f"| {name} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
+    _plot(learn, cb, out/f'{algo}.png', f"{algo} on {args.data}")
+    res = None
+    if ev is not None:
+        ev = dict(ev, size=size, n_probe=n_probe, probe=probe, stats=None if spec.rgb else ev['stats'])
+        res = {start: evaluate_encoder(start_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
+    (out/'results.json').write_text(json.dumps(dict(args=args, train_seconds=train_s, results=res, evaluation=what), indent=2))
+    print(f"\n{algo} on {args.data}: encoder {arch}, {epochs} epochs in {train_s:.0f}s")
+    if res is None: print(what)
+    else:
+        cols = ['knn'] + (['linear'] if probe else [])
+        print(f"{what}:")
+        print(f"| encoder | " + " | ".join(f"{c} accuracy" for c in cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for name, r in res.items(): print(f"| {name} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
     print(f"\nSaved {out/'encoder.safetensors'}, {out/(algo + '.png')} and {out/'results.json'}")
     return res

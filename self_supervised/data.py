@@ -13,11 +13,21 @@ import torch
 from fastcore.all import *
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+import random, warnings
+from PIL import Image
 from fastai.torch_core import TensorImage, TensorCategory, default_device
+from fastai.data.block import DataBlock, CategoryBlock
+from fastai.data.transforms import RandomSplitter, get_image_files, image_extensions
+from fastai.vision.core import PILImage, PILImageBW
+from fastai.vision.data import ImageBlock
+from fastai.vision.augment import Resize
 
 # %% auto #0
 __all__ = ['FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_FMNIST', 'FMNIST_URL', 'fmnist_stats', 'read_idx', 'find_fashion_mnist',
-           'fashion_mnist', 'download_fashion_mnist', 'missing_ssl_loss', 'TensorDL', 'ssl_dls', 'fashion_mnist_dls']
+           'fashion_mnist', 'download_fashion_mnist', 'missing_ssl_loss', 'TensorDL', 'check_batch_fits',
+           'check_train_batches', 'ssl_dls', 'fashion_mnist_dls', 'FolderImage', 'FolderImageBW', 'image_files',
+           'readable_images', 'folder_labels', 'image_channels', 'image_stats', 'image_folder_dls', 'ItemIndex',
+           'has_item_index', 'with_item_index', 'as_tuples']
 
 # %% ../nbs/00_data.ipynb #886f48a4
 FMNIST_FILES = dict(train_x='train-images-idx3-ubyte.gz', train_y='train-labels-idx1-ubyte.gz',
@@ -48,9 +58,15 @@ def read_idx(fn) -> torch.Tensor:
 def _has_fmnist(p): return p is not None and all((Path(p)/f).exists() for f in FMNIST_FILES.values())
 
 def find_fashion_mnist(path=None, system_dir=None) -> Path:
-    "The first of `path`, `$SSL_DATA` and `system_dir` (default: the Debian package's folder) holding the Fashion-MNIST files"
+    "`path` if given (it must hold the Fashion-MNIST files), else the first of `$SSL_DATA` and `system_dir` (default: the Debian package's folder) that holds them"
+    if path is not None:   # an explicit path is used or refused, never replaced by another one
+        p = Path(path)
+        if not p.is_dir(): raise FileNotFoundError(f"No Fashion-MNIST folder at `path={path}`: it does not exist (or is not a folder)")
+        missing = [f for f in FMNIST_FILES.values() if not (p/f).exists()]
+        if missing: raise FileNotFoundError(f"`path={path}` lacks the Fashion-MNIST file(s) {', '.join(missing)}: put the four IDX .gz files there")
+        return p
     system_dir = ifnone(system_dir, DEBIAN_FMNIST)
-    candidates = [('path', path), ('$SSL_DATA', os.environ.get('SSL_DATA')), ('Debian package', system_dir)]
+    candidates = [('$SSL_DATA', os.environ.get('SSL_DATA')), ('Debian package', system_dir)]
     for _,p in candidates:
         if p is not None and _has_fmnist(p): return Path(p)
     tried = '\n'.join(f"  - {name}: {p if p is not None else '(not set)'}" for name,p in candidates)
@@ -93,11 +109,11 @@ class _Indices:
     "Dataset of item indices; carries the placeholder loss for `Learner`"
     loss_func = staticmethod(missing_ssl_loss)
     # the number of inputs in a batch of the loader (the rest are targets: labels, item indices), which fastai's
-    # wrappers of a loader (`DistributedDL`) read from its dataset
-    def __init__(self, n, n_inp=1): self.n, self.n_inp = n, n_inp
+    # wrappers of a loader (`DistributedDL`) read from its dataset, and whether the batches end with the item indices
+    def __init__(self, n, n_inp=1, item_index=False): self.n, self.n_inp, self.item_index = n, n_inp, item_index
     def __len__(self): return self.n
     def __getitem__(self, i): return i
-    def new_empty(self): return _Indices(0, self.n_inp)   # what `learn.export` keeps of the data
+    def new_empty(self): return _Indices(0, self.n_inp, self.item_index)   # what `learn.export` keeps of the data
 
 # %% ../nbs/00_data.ipynb #c3cb0641
 class TensorDL(DataLoader):
@@ -109,7 +125,7 @@ class TensorDL(DataLoader):
             raise ValueError(f"`x` has {len(x)} images but `y` has {len(y)} labels: pass one label per image or y=None")
         self.x, self.y, self.with_idx = x, (torch.full((len(x),), -1, dtype=torch.long) if y is None else y), with_idx
         if drop_last is None: drop_last = shuffle
-        super().__init__(_Indices(len(x), self.n_inp), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
+        super().__init__(_Indices(len(x), self.n_inp, with_idx), bs=bs, shuffle=shuffle, drop_last=drop_last, device=device, **kwargs)
     def create_item(self, i): return i
     def create_batch(self, idxs):
         idxs = torch.as_tensor(idxs, dtype=torch.long)
@@ -123,9 +139,21 @@ class TensorDL(DataLoader):
         kw = dict(bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last, device=self.device, with_idx=self.with_idx)
         return TensorDL(ifnone(x, self.x), ifnone(y, self.y), **{**kw, **kwargs})
 
+# %% ../nbs/00_data.ipynb #da7a0002
+def check_batch_fits(n:int, bs:int, what:str='the training set'):
+    "Raise a clear error unless `n` training items make at least one batch of `bs` (the last, incomplete training batch is dropped)"
+    if not isinstance(bs, int) or bs < 1: raise ValueError(f"`bs` is a number of items per batch, a positive int, got {bs!r}")
+    if n < bs: raise ValueError(f"{what} holds {n} items, fewer than one batch of bs={bs} (training drops the last, incomplete batch, "
+                                f"so it would train on nothing): use bs={n} or fewer, or more data")
+
+def check_train_batches(dl):
+    "The same check for any training loader (a `DataBlock`'s, a torch Dataset's...): it must make at least one batch"
+    if len(dl) == 0: check_batch_fits(len(dl.dataset), dl.bs, 'The training loader')
+
 # %% ../nbs/00_data.ipynb #54f449d2
 def ssl_dls(train_x, valid_x=None, train_y=None, valid_y=None, bs=256, device=None, with_idx=False, **kwargs) -> DataLoaders:
     "`DataLoaders` for SSL training: shuffled training batches (last one dropped), ordered validation batches; `with_idx` adds each training item's index to its batch"
+    check_batch_fits(len(train_x), bs, '`train_x`')
     device = ifnone(device, default_device())
     trn = TensorDL(train_x, train_y, bs=bs, shuffle=True, device=device, with_idx=with_idx, **kwargs)
     if valid_x is None: valid_x, valid_y = train_x[:bs], (None if train_y is None else train_y[:bs])
@@ -143,3 +171,136 @@ def fashion_mnist_dls(path=None, bs=256, n_train=None, n_valid=1024, device=None
 
 # %% ../nbs/00_data.ipynb #0d89135e
 fmnist_stats = ([0.2860], [0.3530])
+
+# %% ../nbs/00_data.ipynb #99703bf3
+class _NamedFile:
+    "Mixin of fastai's image types: a file that cannot be read is an error that names it"
+    @classmethod
+    def create(cls, fn, **kwargs):
+        try: return super().create(fn, **kwargs)
+        except Exception as e: raise OSError(f"Cannot read the image file {fn}: {e}") from e
+
+class FolderImage(_NamedFile, PILImage): "A colour image of a folder (an error naming the file when it cannot be read)"
+class FolderImageBW(_NamedFile, PILImageBW): "A grey image of a folder (an error naming the file when it cannot be read)"
+
+_GREY = {'1', 'L', 'LA', 'I', 'I;16', 'F'}
+
+def image_files(path) -> L:
+    "The image files under the folder `path`, nested folders included, in a fixed order"
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"No image folder at `path={path}`: it does not exist")
+    if not p.is_dir(): raise NotADirectoryError(f"`path={path}` is a file: pass the folder that holds the images")
+    files = get_image_files(p).sorted()
+    if not files: raise FileNotFoundError(f"`path={path}` holds no image files (.jpg, .png, .webp...), nested folders included")
+    return files
+
+def readable_images(files) -> L:
+    "The `files` whose header PIL reads and verifies; the others are left out, with a warning that lists them"
+    bad = []
+    for f in files:
+        try:
+            with Image.open(f) as im: im.verify()
+        except Exception: bad.append(f)
+    if bad:
+        names = ', '.join(str(f) for f in bad[:10]) + (f' and {len(bad) - 10} more' if len(bad) > 10 else '')
+        warnings.warn(f"{len(bad)} of the {len(files)} image files are not readable images and are left out: {names}")
+    good = L(f for f in files if f not in set(bad))
+    if not good: raise ValueError(f"None of the {len(files)} image files is a readable image: {names}")
+    return good
+
+# %% ../nbs/00_data.ipynb #125c9fa4
+class _FirstFolder:
+    "The label of an image file: its first-level subfolder under `root`"
+    def __init__(self, root): self.root = Path(root)
+    def __call__(self, f): return Path(f).relative_to(self.root).parts[0]
+
+def folder_labels(path, files) -> L|None:
+    "Each file's first-level subfolder, when every file sits in one and there are at least two (the classes), else None"
+    parts = [Path(f).relative_to(path).parts for f in files]
+    if any(len(p) < 2 for p in parts) or len({p[0] for p in parts}) < 2: return None
+    return L(p[0] for p in parts)
+
+def image_channels(files, n:int=64) -> int:
+    "1 if the first `n` of `files` are all grey images, else 3 (colour images are read as RGB)"
+    modes = set()
+    for f in files[:n]:
+        with Image.open(f) as im: modes.add(im.mode)
+    return 1 if modes <= _GREY else 3
+
+def image_stats(files, n_in:int, size:int=64, n:int=512, seed:int=0) -> tuple:
+    "Per-channel mean and std in [0, 1] of a random sample of at most `n` of the images, resized to `size`, as `stats` (means, stds)"
+    sample = random.Random(seed).sample(list(files), min(n, len(files)))
+    def _px(f):
+        with Image.open(f) as im: return np.asarray(im.convert('L' if n_in == 1 else 'RGB').resize((size, size)), dtype=np.float32)
+    x = np.stack([_px(f) for f in sample]).reshape(len(sample), size * size, n_in) / 255
+    return x.mean((0, 1)).tolist(), x.std((0, 1)).tolist()
+
+# %% ../nbs/00_data.ipynb #30c28018
+def image_folder_dls(path, size:int=64, bs:int=64, valid_pct:float=0.1, n_in:int|None=None, stats=None, labels:bool|None=None,
+                     check:bool=True, seed:int=0, **kwargs) -> DataLoaders:
+    "fastai `DataLoaders` of the images under `path`, read from disk and resized to `size`; labelled by class subfolders if there are any"
+    files = image_files(path)
+    if check: files = readable_images(files)
+    found = folder_labels(path, files)
+    if labels and found is None:
+        raise ValueError(f"`labels=True` but the images of {path} are not all in class subfolders (at least two): put each class in its own folder")
+    labelled = found is not None if labels is None else labels
+    n_in = ifnone(n_in, image_channels(files))
+    if n_in not in (1, 3): raise ValueError(f"`n_in` must be 1 (grey) or 3 (colour) for image files, got {n_in!r}")
+    if not 0 <= valid_pct < 1: raise ValueError(f"`valid_pct` is the fraction of the images kept for validation, in [0, 1), got {valid_pct}")
+    check_batch_fits(len(files) - int(valid_pct * len(files)), bs, f"The training split of {path}")
+    blocks = (ImageBlock(FolderImageBW if n_in == 1 else FolderImage),) + ((CategoryBlock,) if labelled else ())
+    dblock = DataBlock(blocks=blocks, get_y=_FirstFolder(path) if labelled else None, n_inp=1,
+                       splitter=RandomSplitter(valid_pct, seed=seed), item_tfms=Resize(size))
+    dls = dblock.dataloaders(files, bs=bs, **kwargs)
+    dls.stats = ifnone(stats, image_stats(files, n_in, size))   # what `ssl_args` normalises the views with
+    # without labels fastai has no loss to infer: the placeholder lets a plain `Learner(dls, model, cbs=SimCLR(...))` be built
+    if not labelled:
+        for ds in (dls.train_ds, dls.valid_ds): ds.loss_func = missing_ssl_loss
+    return dls
+
+# %% ../nbs/00_data.ipynb #c0f30155
+class ItemIndex:
+    "`dataset`, each of its items followed by the item's index (`n_inp`: how many of the item's parts are inputs)"
+    item_index = True
+    def __init__(self, dataset, n_inp:int=1): self.dataset, self.n_inp = dataset, n_inp
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        return (*(item if isinstance(item, tuple) else (item,)), i)
+    def __getattr__(self, k):   # what else fastai asks of the dataset (`loss_func`, `decode`, `vocab`...)
+        if k.startswith('__') or k == 'dataset': raise AttributeError(k)
+        return getattr(self.dataset, k)
+
+def has_item_index(dl) -> bool:
+    "Whether the batches of the loader `dl` end with each item's index"
+    return bool(getattr(dl.dataset, 'item_index', False))
+
+def with_item_index(dls) -> DataLoaders:
+    "`dls` whose training batches end with each item's index in the training set, as the memory-bank methods need"
+    trn = dls.train
+    if has_item_index(trn): return dls
+    new = trn.new(with_idx=True) if isinstance(trn, TensorDL) else trn.new(dataset=ItemIndex(trn.dataset, trn.n_inp))
+    res = DataLoaders(new, *dls.loaders[1:], path=dls.path, device=dls.device)
+    if hasattr(dls, 'stats'): res.stats = dls.stats
+    return res
+
+# %% ../nbs/00_data.ipynb #a5700002
+class _AsTuple:
+    "`dataset`, each of its items a 1-tuple"
+    n_inp = 1
+    def __init__(self, dataset): self.dataset = dataset
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i): return (self.dataset[i],)
+
+def as_tuples(dls) -> DataLoaders:
+    "`dls` whose batches are tuples, as fastai's `Learner` splits them: loaders of single-tensor items get 1-tuple items"
+    def _fix(dl):
+        # a `TensorDL` makes its batches itself, from tuples
+        if isinstance(dl, TensorDL) or len(dl.dataset) == 0 or isinstance(dl.dataset[0], tuple): return dl
+        return dl.new(dataset=_AsTuple(dl.dataset))
+    loaders = [_fix(dl) for dl in dls.loaders]
+    if all(a is b for a, b in zip(loaders, dls.loaders)): return dls
+    res = DataLoaders(*loaders, path=dls.path, device=dls.device)
+    if hasattr(dls, 'stats'): res.stats = dls.stats
+    return res

@@ -6,12 +6,18 @@ Docs: https://self-supervised.github.io/self_supervised/evaluation.html.md"""
 
 # %% ../nbs/05_evaluation.ipynb #273c2d35
 from __future__ import annotations
-import contextlib, math
+import contextlib, math, warnings
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
+from PIL import Image
 from fastcore.all import *
-from fasttransform import Pipeline
+from fasttransform import Pipeline, DisplayedTransform
+from fastprogress.fastprogress import progress_bar
+from fastai.torch_core import TensorMultiCategory
+from fastai.data.load import DataLoader
+from fastai.data.core import DataLoaders, TfmdLists
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle
@@ -23,15 +29,16 @@ from .augmentations import NormalizeBatch
 from .layers import ssl_splitter
 
 # %% auto #0
-__all__ = ['ResizeBatch', 'eval_pipeline', 'extract_features', 'knn_predict', 'knn_accuracy', 'linear_probe', 'evaluate_encoder',
-           'SSLClassifier', 'classifier_head', 'check_labels', 'InputTfm', 'classifier_learner',
-           'linear_probe_from_ssl', 'check_trainable', 'fine_tune_from_ssl']
+__all__ = ['ResizeBatch', 'eval_pipeline', 'as_labels', 'features_and_labels', 'extract_features', 'knn_predict', 'knn_accuracy',
+           'linear_probe', 'eval_sets', 'check_labelled', 'labelled_features', 'evaluate_encoder', 'SSLClassifier',
+           'classifier_head', 'check_labels', 'InputTfm', 'classifier_learner', 'linear_probe_from_ssl',
+           'check_trainable', 'fine_tune_from_ssl']
 
 # %% ../nbs/05_evaluation.ipynb #499ac36d
-class ResizeBatch:
+class ResizeBatch(DisplayedTransform):
     "Resize a batch to `size` x `size` with bilinear interpolation (no-op when already that size)"
-    def __init__(self, size): self.size = size
-    def __call__(self, x):
+    def __init__(self, size): super().__init__(); self.size = size
+    def encodes(self, x:Tensor):
         if self.size is None or tuple(x.shape[-2:]) == (self.size, self.size): return x
         return F.interpolate(x, size=(self.size, self.size), mode='bilinear', align_corners=False, antialias=True)
 
@@ -40,58 +47,211 @@ def eval_pipeline(size=None, stats=None):
     tfms = [ResizeBatch(size)] + ([NormalizeBatch(*stats)] if stats is not None else [])
     return Pipeline(tfms)
 
+# %% ../nbs/05_evaluation.ipynb #4b1731c7
+def as_labels(y, name:str='labels') -> Tensor|None:
+    "`y` (a tensor of any fastai type, an array, a list of ints or of 0-d tensors) as a plain 1-D int64 tensor on the CPU"
+    if y is None: return None
+    if any(isinstance(o, TensorMultiCategory) for o in (y if isinstance(y, (list, tuple)) else [y])):
+        raise ValueError(f"`{name}` are multi-label (`TensorMultiCategory`): the kNN and the probe need one class per sample. "
+                         f"Build the data with a single-label `CategoryBlock`, or pass the class of each sample")
+    if isinstance(y, (list, tuple)) and len(y) and all(isinstance(o, Tensor) for o in y):
+        y = torch.stack([o.as_subclass(Tensor).cpu() for o in y])
+    if not isinstance(y, Tensor):
+        a = np.asarray(y)
+        if a.dtype.kind not in 'biuf':
+            raise ValueError(f"`{name}` must be class indices (integers), got {a.dtype.name} values: "
+                             f"encode the classes as 0..n_classes-1 (fastai's `CategoryBlock` does)")
+        y = torch.from_numpy(a)
+    y = y.as_subclass(Tensor).detach().cpu()   # fastai's tensor types (`TensorCategory`) fail to index plain tensors
+    if y.ndim == 0: y = y[None]
+    if y.ndim != 1:
+        raise ValueError(f"`{name}` must hold one class index per sample (a 1-D tensor), got shape {tuple(y.shape)}: "
+                         f"one-hot or multi-label targets have no single class for the kNN or the probe")
+    if y.is_floating_point() and not bool((y == y.round()).all()):
+        raise ValueError(f"`{name}` must be class indices, got fractional {y.dtype} values (regression targets?): pass integers")
+    return y.long()
+
+def _class_ids(y, name:str) -> Tensor:
+    "`as_labels(y)`, checked for what the kNN and the probe index with: present and non-negative"
+    y = as_labels(y, name)
+    if y is None: raise ValueError(f"`{name}` is missing: pass one class index per sample")
+    if not len(y): raise ValueError(f"`{name}` is empty")
+    neg = y < 0
+    if bool(neg.all()):
+        raise ValueError(f"`{name}` holds no labels: all {len(y)} are negative (-1 marks an unlabelled sample, as `ssl_dls` without "
+                         f"labels gives). Evaluation needs the class of each sample")
+    if bool(neg.any()):
+        raise ValueError(f"{int(neg.sum())} of the {len(y)} `{name}` are negative (-1: unlabelled): drop those samples, "
+                         f"or use `evaluate_encoder`, which leaves them out")
+    return y
+
 # %% ../nbs/05_evaluation.ipynb #c6b03728
-def _batches(data, bs):
-    if isinstance(data, Tensor):
-        for i in range(0, len(data), bs): yield data[i:i+bs]
-    else:
-        for b in data: yield b[0] if isinstance(b, (tuple, list)) else b
+def _image(x) -> Tensor:
+    "An image or a batch as a plain tensor: PIL images become (C, H, W) uint8, arrays are taken as they are"
+    if isinstance(x, Tensor): return x.as_subclass(Tensor)
+    if isinstance(x, Image.Image):
+        a = np.array(x)
+        return torch.from_numpy(a).permute(2, 0, 1).contiguous() if a.ndim == 3 else torch.from_numpy(a)[None]
+    if isinstance(x, np.ndarray): return torch.from_numpy(x)
+    raise TypeError(f"The inputs must be image tensors, arrays or PIL images, got {type(x).__name__}")
+
+def _to_float(x:Tensor) -> Tensor: return x.float().div(255.) if x.dtype == torch.uint8 else x.float()   # as fastai's IntToFloatTensor
+
+def _split(b, n_inp:int=1) -> tuple:
+    "(input, label or None) of a batch or an item: the first element is the input, the one after the inputs the label"
+    if isinstance(b, dict): raise TypeError("Batches or items that are dicts are not supported: give `(x, y)` tuples")
+    if isinstance(b, (tuple, list)): return b[0], (b[n_inp] if len(b) > n_inp else None)
+    return b, None
+
+def _collate(xs:list, size) -> Tensor:
+    "Stack the inputs of items into a batch, resized to `size` first if their shapes differ"
+    xs = [_image(x) for x in xs]
+    if len({tuple(x.shape) for x in xs}) > 1:
+        if size is None:
+            raise ValueError(f"The items have different shapes ({', '.join(sorted({str(tuple(x.shape)) for x in xs}))}): pass `size=` "
+                             f"to resize them, or give the dataset a resize transform (fastai: `item_tfms=Resize(size)`)")
+        xs = [ResizeBatch(size)(_to_float(x)[None])[0] for x in xs]
+    return torch.stack(xs)
+
+@contextlib.contextmanager
+def _valid_tfms(ds):
+    "fastai's validation transforms (`split_idx=1`) on `ds` meanwhile: a training split's random augmentations are left out"
+    tls = list(getattr(ds, 'tls', None) or []) + ([ds] if isinstance(ds, TfmdLists) else [])
+    old = [(tl.split_idx, tl.tfms.split_idx) for tl in tls]
+    for tl in tls: tl.split_idx = tl.tfms.split_idx = 1
+    try: yield
+    finally:
+        for tl, (a, b) in zip(tls, old): tl.split_idx, tl.tfms.split_idx = a, b
+
+def _ordered(dl):
+    "A torch `DataLoader` over the same map-style dataset, in order, keeping the last partial batch"
+    from torch.utils.data import IterableDataset, SequentialSampler
+    if isinstance(dl.dataset, IterableDataset) or dl.batch_size is None or (isinstance(dl.sampler, SequentialSampler) and not dl.drop_last):
+        return dl
+    return torch.utils.data.DataLoader(dl.dataset, batch_size=dl.batch_size, shuffle=False, drop_last=False, collate_fn=dl.collate_fn,
+                                       num_workers=dl.num_workers, pin_memory=dl.pin_memory)
+
+def _is_pair(data) -> bool: return isinstance(data, tuple) and len(data) == 2
+
+def _n_items(data) -> int|None:
+    "The number of samples of `data`, when it can tell without being run"
+    if _is_pair(data): return _n_items(data[0])
+    if isinstance(data, (Tensor, np.ndarray)): return len(data)
+    if isinstance(data, DataLoader): return getattr(data, 'n', None)
+    if isinstance(data, torch.utils.data.DataLoader): data = data.dataset
+    return len(data) if hasattr(data, '__len__') and hasattr(data, '__getitem__') and not isinstance(data, DataLoaders) else None
+
+def _n_batches(data, bs:int) -> int|None:
+    if _is_pair(data): return _n_batches(data[0], bs)
+    n = _n_items(data)
+    if isinstance(data, DataLoader): bs = data.bs
+    elif isinstance(data, torch.utils.data.DataLoader): bs = data.batch_size
+    return None if n is None or not bs else math.ceil(n / bs)
+
+def _batches(data, bs:int, size=None):
+    "(inputs, labels or None) batches of one pass over `data`, in order, with fastai's validation transforms"
+    if _is_pair(data):   # (x, y): the labels apart from the inputs, whose own labels are ignored
+        x, y = data[0], as_labels(data[1], 'y')
+        i = 0
+        for xb, _ in _batches(x, bs, size):
+            yield xb, (None if y is None else y[i:i+len(xb)]); i += len(xb)
+        if y is not None and i != len(y): raise ValueError(f"{i} samples but {len(y)} labels: pass one label per sample")
+    elif isinstance(data, (Tensor, np.ndarray)):
+        for i in range(0, len(data), bs): yield data[i:i+bs], None
+    elif isinstance(data, DataLoaders):
+        raise ValueError("Pass one split of the `DataLoaders` (`dls.train` or `dls.valid`), not both")
+    elif isinstance(data, DataLoader):   # fastai: the same loader without shuffling or dropping the last batch
+        dl = data.new(shuffle=False, drop_last=False)
+        with _valid_tfms(dl.dataset):
+            for b in dl: yield _split(b, getattr(dl, 'n_inp', 1))
+    elif isinstance(data, torch.utils.data.DataLoader):
+        for b in _ordered(data): yield _split(b)
+    elif hasattr(data, '__getitem__') and hasattr(data, '__len__'):   # a dataset of `(x, y)` or `x` items
+        n_inp = getattr(data, 'n_inp', 1)
+        with _valid_tfms(data):
+            for i in range(0, len(data), bs):
+                xs, ys = zip(*[_split(data[j], n_inp) for j in range(i, min(i + bs, len(data)))])
+                yield _collate(xs, size), (None if any(y is None for y in ys) else as_labels(list(ys)))
+    elif hasattr(data, '__iter__'):   # any iterable of batches
+        for b in data: yield _split(b)
+    else: raise TypeError(f"Cannot evaluate on a {type(data).__name__}: pass image tensors, `(x, y)`, a DataLoader or a dataset")
+
+# %% ../nbs/05_evaluation.ipynb #93638ca4
+_BAR_MIN = 5   # passes of fewer batches are quick: a progress bar would only clutter the output
+
+def _tfm_size(tfm):
+    return next((f.size for f in getattr(tfm, 'fs', []) if isinstance(f, ResizeBatch)), None)
+
+def _check_normalised_once(data, tfm):
+    if _is_pair(data): data = data[0]
+    if not any(isinstance(f, NormalizeBatch) for f in getattr(tfm, 'fs', [])): return
+    if any(type(f).__name__ == 'Normalize' for f in getattr(getattr(data, 'after_batch', None), 'fs', [])):
+        warnings.warn("The loader normalises its batches (fastai's `Normalize`) and `stats` normalises them again: pass stats=None")
 
 @torch.no_grad()
-def extract_features(encoder:nn.Module, data, tfm=None, bs=512, device=None) -> Tensor:
-    "Encoder features (on the CPU) of an image tensor or a `DataLoader`, in eval mode, after `tfm`"
+def _extract(encoder:nn.Module, data, tfm, bs:int, device, progress:bool, labels:bool) -> tuple:
     p = next(encoder.parameters(), None)
     device = ifnone(device, p.device if p is not None else 'cpu')
+    _check_normalised_once(data, tfm)
+    batches, n = _batches(data, bs, _tfm_size(tfm)), _n_batches(data, bs)
+    if progress and n is not None and n >= _BAR_MIN: batches = progress_bar(batches, total=n, leave=False)
     was_training = encoder.training; encoder.eval()
+    feats, ys = [], []
     try:
-        feats = []
-        for x in _batches(data, bs):
-            x = x.to(device)
-            x = x.float().div(255.) if x.dtype == torch.uint8 else x.float()
+        for x, y in batches:
+            x = _to_float(_image(x).to(device))
             if tfm is not None: x = tfm(x)
             f = encoder(x)
             if not isinstance(f, Tensor) or f.ndim != 2:
                 raise ValueError(f"The encoder must output one feature vector per sample, (batch, features), got "
                                  f"{tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__}: end it with a global pooling and a flatten")
-            feats.append(f.float().cpu())
+            feats.append(f.float().cpu().as_subclass(Tensor))
+            if labels: ys.append(as_labels(y))
     finally: encoder.train(was_training)
     if not feats: raise ValueError("`data` is empty: nothing to extract features from")
-    return torch.cat(feats)
+    feats = torch.cat(feats)
+    if not labels or any(y is None for y in ys): return feats, None
+    ys = torch.cat(ys)
+    if len(ys) != len(feats): raise ValueError(f"`data` gave {len(feats)} samples but {len(ys)} labels: give one label per sample")
+    return feats, ys
+
+def features_and_labels(encoder:nn.Module, data, tfm=None, bs:int=512, device=None, progress:bool=True) -> tuple:
+    "Encoder features (on the CPU, in eval mode, after `tfm`) of every sample of `data` in order, and their labels (int64, or None)"
+    return _extract(encoder, data, tfm, bs, device, progress, labels=True)
+
+def extract_features(encoder:nn.Module, data, tfm=None, bs:int=512, device=None, progress:bool=True) -> Tensor:
+    "Encoder features (on the CPU, in eval mode, after `tfm`) of every sample of `data`, in order"
+    return _extract(encoder, data, tfm, bs, device, progress, labels=False)[0]
 
 # %% ../nbs/05_evaluation.ipynb #4b70e3fe
 @torch.no_grad()
-def knn_predict(train_feats:Tensor, train_labels:Tensor, test_feats:Tensor, k=200, temp=0.1, n_classes=None, bs=1024) -> Tensor:
+def knn_predict(train_feats:Tensor, train_labels, test_feats:Tensor, k=200, temp=0.1, n_classes=None, bs=1024, progress:bool=True) -> Tensor:
     "Predicted labels of `test_feats` by temperature-weighted cosine kNN votes over the bank `train_feats`"
-    if len(train_feats) != len(train_labels):
-        raise ValueError(f"`train_feats` has {len(train_feats)} rows but `train_labels` has {len(train_labels)}")
+    labels = _class_ids(train_labels, 'train_labels')
+    if len(train_feats) != len(labels):
+        raise ValueError(f"`train_feats` has {len(train_feats)} rows but `train_labels` has {len(labels)}")
     if not 1 <= k <= len(train_feats):
         raise ValueError(f"`k={k}` must be between 1 and the size of the feature bank ({len(train_feats)}): lower k or use more training samples")
     if not temp > 0: raise ValueError(f"`temp` must be > 0, got {temp}")
-    bank, labels = F.normalize(train_feats.float(), dim=1), train_labels.long()
-    n_classes = ifnone(n_classes, int(labels.max()) + 1)
+    bank = F.normalize(train_feats.as_subclass(Tensor).float(), dim=1)
+    labels, n_classes = labels.to(bank.device), ifnone(n_classes, int(labels.max()) + 1)
+    chunks = test_feats.as_subclass(Tensor).float().to(bank.device).split(bs)
+    if progress and len(chunks) >= _BAR_MIN: chunks = progress_bar(chunks, leave=False)
     preds = []
-    for q in test_feats.float().split(bs):
+    for q in chunks:
         sim, idx = (F.normalize(q, dim=1) @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(len(q), n_classes).scatter_add_(1, labels[idx], (sim / temp).exp())
-        preds.append(votes.argmax(1))
+        votes = torch.zeros(len(q), n_classes, device=q.device).scatter_add_(1, labels[idx], (sim / temp).exp())
+        preds.append(votes.argmax(1).cpu())
     return torch.cat(preds)
 
-def knn_accuracy(train_feats:Tensor, train_labels:Tensor, test_feats:Tensor, test_labels:Tensor, k=200, temp=0.1, **kwargs) -> float:
+def knn_accuracy(train_feats:Tensor, train_labels, test_feats:Tensor, test_labels, k=200, temp=0.1, **kwargs) -> float:
     "Accuracy of `knn_predict` on the test set"
-    return (knn_predict(train_feats, train_labels, test_feats, k, temp, **kwargs) == test_labels.long()).float().mean().item()
+    test_labels = _class_ids(test_labels, 'test_labels')
+    if len(test_feats) != len(test_labels): raise ValueError(f"`test_feats` has {len(test_feats)} rows but `test_labels` has {len(test_labels)}")
+    return (knn_predict(train_feats, train_labels, test_feats, k, temp, **kwargs) == test_labels).float().mean().item()
 
 # %% ../nbs/05_evaluation.ipynb #c4545117
-def linear_probe(train_feats:Tensor, train_labels:Tensor, test_feats:Tensor, test_labels:Tensor, C=1.0, max_iter=200) -> float:
+def linear_probe(train_feats:Tensor, train_labels, test_feats:Tensor, test_labels, C=1.0, max_iter=200) -> float:
     "Test accuracy of a logistic-regression classifier trained on frozen features"
     try:
         from sklearn.linear_model import LogisticRegression
@@ -100,23 +260,76 @@ def linear_probe(train_feats:Tensor, train_labels:Tensor, test_feats:Tensor, tes
     except ImportError as e:
         raise ImportError("`linear_probe` needs scikit-learn: pip install scikit-learn (or the `dev` extra)") from e
     if train_labels is None or test_labels is None: raise ValueError("`linear_probe` needs `train_labels` and `test_labels`")
+    train_labels, test_labels = _class_ids(train_labels, 'train_labels'), _class_ids(test_labels, 'test_labels')
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # convergence warnings at small max_iter are expected
-        clf.fit(train_feats.float().numpy(), train_labels.numpy())
-    return float((clf.predict(test_feats.float().numpy()) == test_labels.numpy()).mean())
+        clf.fit(train_feats.as_subclass(Tensor).float().cpu().numpy(), train_labels.numpy())
+    return float((clf.predict(test_feats.as_subclass(Tensor).float().cpu().numpy()) == test_labels.numpy()).mean())
 
 # %% ../nbs/05_evaluation.ipynb #9ed44114
-def evaluate_encoder(encoder:nn.Module, train_x, train_y, test_x, test_y, size=None, stats=None,
-                     k=200, temp=0.1, n_probe=None, bs=512, probe=True) -> dict:
+def _labelled_pair(x, y, xn:str, yn:str):
+    "`(x, y)`, the labels checked against the inputs; `x` alone when `y` is None (the labels come with `x`)"
+    if y is None: return x
+    y, n = as_labels(y, yn), _n_items(x)
+    if n is not None and n != len(y): raise ValueError(f"`{xn}` has {n} samples but `{yn}` has {len(y)} labels: pass one label per sample")
+    return x, y
+
+def eval_sets(train_x, train_y=None, test_x=None, test_y=None, names=('train_x', 'train_y', 'test_x', 'test_y')) -> tuple:
+    "The labelled (train, test) data of the arguments `(train, test)`, `(dls)` or `(train_x, train_y, test_x, test_y)`"
+    if test_x is None and test_y is None:
+        if isinstance(train_x, DataLoaders) and train_y is None: return train_x.train, train_x.valid
+        if train_y is not None and not isinstance(train_x, (Tensor, np.ndarray)): return train_x, train_y   # two labelled sources
+        raise ValueError(f"No test set: pass labelled training and test data (two loaders or datasets of `(x, y)` items), the "
+                         f"tensors `{', '.join(names)}`, or a fastai `DataLoaders` (its train and valid splits)")
+    if test_x is None: raise ValueError(f"`{names[3]}` without `{names[2]}`: pass the test inputs too")
+    return _labelled_pair(train_x, train_y, *names[:2]), _labelled_pair(test_x, test_y, *names[2:])
+
+def _known_labels(data) -> tuple:
+    "(True, labels or None) when the labels of `data` are known without running it, else (False, None)"
+    if _is_pair(data): return True, as_labels(data[1])
+    if isinstance(data, (Tensor, np.ndarray)): return True, None   # images alone
+    y = getattr(data, 'y', None)   # `TensorDL` keeps its labels
+    if isinstance(data, DataLoader) and isinstance(y, Tensor): return True, as_labels(y)
+    return False, None
+
+def _no_labels(name:str, y) -> ValueError|None:
+    "The error for a `name` without any label, or None"
+    if y is None:
+        return ValueError(f"The {name} has no labels: the kNN and the probe need the class of each sample. Pass labelled data: "
+                          f"images and labels, or a loader or dataset of `(x, y)` items")
+    if not bool((y >= 0).any()):
+        return ValueError(f"The {name} is unlabelled: all its {len(y)} labels are negative (-1 marks 'no label', as `ssl_dls` gives "
+                          f"without labels), and the kNN and the probe need the class of each sample. Pass labelled data, e.g. "
+                          f"`ssl_dls(train_x, valid_x, train_y, valid_y)`")
+
+def check_labelled(data, name:str) -> int|None:
+    "The number of labelled samples of `data` if it can tell without running it (else None); an error if it has none"
+    known, y = _known_labels(data)
+    if not known: return _n_items(data)
+    if (e := _no_labels(name, y)): raise e
+    return int((y >= 0).sum())
+
+def labelled_features(encoder:nn.Module, data, name:str, tfm=None, bs:int=512, progress:bool=True) -> tuple:
+    "`features_and_labels` of the labelled samples of `data` (those labelled -1 are left out); a `name` without any is an error"
+    check_labelled(data, name)
+    f, y = features_and_labels(encoder, data, tfm, bs, progress=progress)
+    if (e := _no_labels(name, y)): raise e
+    keep = y >= 0
+    return (f, y) if bool(keep.all()) else (f[keep], y[keep])
+
+def evaluate_encoder(encoder:nn.Module, train_x, train_y=None, test_x=None, test_y=None, size=None, stats=None,
+                     k=200, temp=0.1, n_probe=None, bs=512, probe=True, progress:bool=True) -> dict:
     "kNN accuracy (and linear-probe accuracy if `probe`) of a frozen encoder; the probe trains on the first `n_probe` samples"
+    train, test = eval_sets(train_x, train_y, test_x, test_y)
+    check_labelled(train, 'training set'); check_labelled(test, 'test set')   # before the long part
     tfm = eval_pipeline(size, stats)
-    trf, tef = extract_features(encoder, train_x, tfm, bs), extract_features(encoder, test_x, tfm, bs)
-    res = dict(knn=knn_accuracy(trf, train_y, tef, test_y, k=min(k, len(trf)), temp=temp))
+    trf, trl = labelled_features(encoder, train, 'training set', tfm, bs, progress)
+    tef, tel = labelled_features(encoder, test, 'test set', tfm, bs, progress)
+    res = dict(knn=knn_accuracy(trf, trl, tef, tel, k=min(k, len(trf)), temp=temp, progress=progress))
     if probe:
         n = ifnone(n_probe, len(trf))
-        res['linear'] = linear_probe(trf[:n], train_y[:n], tef, test_y)
+        res['linear'] = linear_probe(trf[:n], trl[:n], tef, tel)
     return res
 
 # %% ../nbs/05_evaluation.ipynb #35076577

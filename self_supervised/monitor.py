@@ -15,7 +15,7 @@ from fastai.learner import Metric, Recorder
 from fastai.callback.core import Callback
 from fastai.callback.hook import Hook
 from .callback import unwrap_model
-from .evaluation import extract_features, knn_accuracy, eval_pipeline
+from .evaluation import knn_accuracy, eval_pipeline, eval_sets, check_labelled, labelled_features
 
 # %% auto #0
 __all__ = ['embedding_std', 'effective_rank', 'CollapseMonitor', 'KNNMonitor']
@@ -105,35 +105,41 @@ class CollapseMonitor(Callback):
 
 # %% ../nbs/08_monitor.ipynb #cc9cbfd5
 class KNNMonitor(Callback):
-    "kNN accuracy of the model's `layer` features on `(test_x, test_y)` against the bank `(bank_x, bank_y)`, every `every` epochs"
+    "kNN accuracy of the model's `layer` features on labelled queries against a labelled bank, every `every` epochs"
     order = Recorder.order - 1
-    def __init__(self, bank_x, bank_y, test_x, test_y, every:int=1, k:int=200, temp:float=0.1, size=None, stats=None,
-                 layer:str='encoder', bs:int=512):
-        if bank_y is None or test_y is None: raise ValueError("KNNMonitor needs labels for the bank and the queries: pass `bank_y` and `test_y`")
-        if len(bank_x) != len(bank_y) or len(test_x) != len(test_y):
-            raise ValueError(f"KNNMonitor: {len(bank_x)} bank images for {len(bank_y)} labels, {len(test_x)} queries for {len(test_y)} labels: pass one label per image")
-        if not 1 <= k <= len(bank_x):
-            raise ValueError(f"KNNMonitor: k={k} neighbours but the bank has {len(bank_x)} images: use k <= {len(bank_x)} or a larger bank")
+    def __init__(self, bank_x, bank_y=None, test_x=None, test_y=None, every:int=1, k:int=200, temp:float=0.1, size=None, stats=None,
+                 layer:str='encoder', bs:int=512, progress:bool=True):
+        self.bank, self.queries = eval_sets(bank_x, bank_y, test_x, test_y, names=('bank_x', 'bank_y', 'test_x', 'test_y'))
+        n = check_labelled(self.bank, 'KNNMonitor bank')
+        check_labelled(self.queries, 'KNNMonitor queries')
+        if not 1 <= k <= ifnone(n, k):
+            raise ValueError(f"KNNMonitor: k={k} neighbours but the bank has {n} labelled samples: use k <= {n} or a larger bank")
         if every < 1: raise ValueError(f"KNNMonitor: `every` is a number of epochs >= 1, got {every}")
-        store_attr('bank_x,bank_y,test_x,test_y,every,k,temp,layer,bs')
+        store_attr('every,k,temp,layer,bs,progress')
         self.tfm, self.history, self.stats = eval_pipeline(size, stats), [], {}
         self.cols = [_Column(self, 'knn_acc')]
+
+    @classmethod
+    def from_dls(cls, dls, **kwargs):
+        "A `KNNMonitor` with the labelled `dls.train` as the bank and `dls.valid` as the queries"
+        return cls(dls.train, dls.valid, **kwargs)
 
     def before_fit(self): _add_columns(self)
     def after_fit(self): _remove_columns(self)
     def before_validate(self): self.stats = {}
 
     @torch.no_grad()
-    def accuracy(self) -> float:
-        "kNN accuracy of the current model"
+    def accuracy(self, progress:bool|None=None) -> float:
+        "kNN accuracy of the current model (progress bars if `progress`, by default `self.progress`)"
+        progress = ifnone(progress, self.progress)
         model = unwrap_model(self.learn.model)
         enc = getattr(model, self.layer) if self.layer else model
-        bank = extract_features(enc, self.bank_x, self.tfm, self.bs)
-        test = extract_features(enc, self.test_x, self.tfm, self.bs)
-        return knn_accuracy(bank, self.bank_y, test, self.test_y, k=self.k, temp=self.temp)
+        bank, bank_y = labelled_features(enc, self.bank, 'KNNMonitor bank', self.tfm, self.bs, progress)
+        test, test_y = labelled_features(enc, self.queries, 'KNNMonitor queries', self.tfm, self.bs, progress)
+        return knn_accuracy(bank, bank_y, test, test_y, k=self.k, temp=self.temp, progress=progress)
 
     def after_validate(self):
         if not hasattr(self, 'epoch') or not hasattr(self.learn, 'n_epoch'): return   # `learn.validate()` outside fit
         if (self.epoch + 1) % self.every and self.epoch + 1 != self.n_epoch: return
-        self.stats = dict(knn_acc=self.accuracy())
+        self.stats = dict(knn_acc=self.accuracy(progress=False))   # no bars of its own under fastai's
         self.history.append(dict(epoch=self.epoch, **self.stats))

@@ -16,14 +16,15 @@ from fastcore.all import *
 from fastai.optimizer import Adam
 from fastai.vision.core import imagenet_stats
 import self_supervised
-from .callback import SSLLearner
-from .data import fmnist_stats
+from .callback import SSLLearner, SSLCallback
+from .data import fmnist_stats, with_item_index, as_tuples, check_train_batches
 from .layers import create_encoder, ssl_splitter
 from .augmentations import get_multi_aug_pipelines
 
 # %% auto #0
-__all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'Recipe', 'register', 'recipes', 'UnknownAlgorithm',
-           'get_recipe', 'RecipeView', 'ssl_args', 'ssl_learner', 'image_views', 'algo_images', 'algorithm_table']
+__all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'UNLABELLED_NAMES', 'Recipe', 'register', 'recipes',
+           'UnknownAlgorithm', 'get_recipe', 'RecipeView', 'unsup_class_id', 'ssl_args', 'ssl_learner', 'image_views',
+           'algo_images', 'algorithm_table']
 
 # %% ../nbs/09b_registry.ipynb #f3ad414c
 GROUPS = ('contrastive', 'memory bank', 'non-contrastive', 'clustering and distillation', 'feature maps', 'pretext',
@@ -124,10 +125,20 @@ ALGOS, TS_ALGOS = RecipeView('image'), RecipeView('sequence')
 
 # %% ../nbs/09b_registry.ipynb #683f460c
 UNLABELLED = 10   # the class id SupCon treats as 'no label' (Fashion-MNIST has classes 0-9)
+UNLABELLED_NAMES = ('unsup', 'unlabelled', 'unlabeled')
+
+def unsup_class_id(vocab=None) -> int|None:
+    "The class id of unlabelled images: a folder named in `UNLABELLED_NAMES`, None if every class of `vocab` is real, `UNLABELLED` without a vocab"
+    if vocab is None: return UNLABELLED
+    return next((i for i, v in enumerate(vocab) if str(v).lower() in UNLABELLED_NAMES), None)
 
 def _image_settings(dls, x, r:Recipe, kw:dict) -> AttrDict:
     n_in = kw.get('n_in', x.shape[1])
-    return AttrDict(size=x.shape[-1], n_in=n_in, min_scale=0.4, blur=False, bn=True, stats=fmnist_stats if n_in == 1 else imagenet_stats)
+    # statistics measured from the data travel with its loaders (`image_folder_dls`); else Fashion-MNIST's or ImageNet's
+    stats = dls.__dict__.get('stats') or (fmnist_stats if n_in == 1 else imagenet_stats)
+    vocab = getattr(dls, 'vocab', None)   # the class names of labelled fastai loaders (an image folder's subfolders)
+    return AttrDict(size=x.shape[-1], n_in=n_in, min_scale=0.4, blur=False, bn=True, stats=stats, vocab=vocab,
+                    unsup_class_id=unsup_class_id(vocab))
 
 def _sequence_settings(dls, x, r:Recipe, kw:dict) -> AttrDict:
     from self_supervised.timeseries.data import check_keypoints
@@ -142,7 +153,8 @@ def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
     "The settings of `algo`'s recipe on `dls`: the defaults and what the data tells, overridden by `recipe` and `kwargs`"
     r = get_recipe(algo)
     ndim, what, settings = _DATA[r.modality]
-    x = dls.train.one_batch()[0]
+    check_train_batches(dls.train)
+    x = as_tuples(dls).train.one_batch()[0]
     if x.ndim != ndim: raise ValueError(f"`{algo}` trains on {what}: the batches of `dls` have shape {tuple(x.shape)}")
     kw = {k: v for k, v in {**ifnone(recipe, {}), **kwargs}.items() if v is not None}
     a = settings(dls, x, r, kw)
@@ -157,11 +169,18 @@ def _encoder(r:Recipe, arch, a:AttrDict) -> nn.Module:
     from self_supervised.timeseries.encoders import create_ts_encoder
     return create_ts_encoder(ifnone(arch, 'tcn'), n_in=a.n_in, width=a.width)
 
-def ssl_learner(dls, algo:str, arch=None, recipe:dict|None=None, **kwargs) -> SSLLearner:
-    "`SSLLearner` pretraining an encoder (`arch`: a name or a module) on `dls` with the recipe `algo`; its SSL callback is the last of `learn.cbs`"
-    r, a = get_recipe(algo), ssl_args(dls, algo, recipe)
-    return SSLLearner(dls, r.model(_encoder(r, arch, a), a), cbs=r.callback(r.views(a), a), opt_func=ifnone(r.opt_func, Adam),
-                      splitter=ssl_splitter, **kwargs)
+def ssl_learner(dls, algo, arch=None, recipe:dict|None=None, model:nn.Module|None=None, **kwargs) -> SSLLearner:
+    "`SSLLearner` pretraining on `dls` with the recipe named `algo` (an encoder from `arch`: a name or a module), or with the SSL callback `algo` and your `model`"
+    if isinstance(algo, SSLCallback):
+        if model is None: raise ValueError(f"`ssl_learner` with a {type(algo).__name__} callback needs its `model` (e.g. `create_simclr_model(create_encoder(arch))`)")
+        cb, opt_func = algo, Adam
+    else:
+        if model is not None: raise ValueError("`model` goes with a callback; a recipe builds its own model around `arch`")
+        r, a = get_recipe(algo), ssl_args(dls, algo, recipe)
+        model, cb, opt_func = r.model(_encoder(r, arch, a), a), r.callback(r.views(a), a), ifnone(r.opt_func, Adam)
+    dls = as_tuples(dls)
+    if cb.needs_item_index: dls = with_item_index(dls)
+    return SSLLearner(dls, model, cbs=cb, opt_func=opt_func, splitter=ssl_splitter, **kwargs)
 
 # %% ../nbs/09b_registry.ipynb #0b8308c9
 def image_views(a:AttrDict, n:int=2) -> list:

@@ -1,16 +1,22 @@
-"Linear probes and fine-tuning with fastai (images and series), 2-D maps, augmentation grids and curves rendered headless"
+"Evaluation on tensors, loaders and datasets (an image folder read by fastai, torch datasets), linear probes and fine-tuning with fastai (images and series), 2-D maps, augmentation grids and curves rendered headless"
 import copy, sys, types
 import matplotlib
 matplotlib.use('Agg')   # headless, as on CI
 import matplotlib.pyplot as plt
 import matplotlib.image
+import numpy as np
 import pytest, torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset, DataLoader as TorchDL, TensorDataset
 from fastai.callback.core import Callback
+from fastai.torch_core import TensorCategory, TensorMultiCategory
 from self_supervised.data import fashion_mnist, ssl_dls, fmnist_stats
 from self_supervised.layers import create_encoder, encoder_nf
+import self_supervised.evaluation as evaluation
 from self_supervised.evaluation import (linear_probe, linear_probe_from_ssl, fine_tune_from_ssl, classifier_learner,
-                                        evaluate_encoder, knn_accuracy)
+                                        evaluate_encoder, knn_accuracy, extract_features, features_and_labels, eval_pipeline)
+from self_supervised.monitor import KNNMonitor
 from self_supervised.visual import embed_2d, plot_embedding, plot_encoder_embedding, plot_views, plot_recorder
 
 @pytest.fixture(scope='module')
@@ -83,6 +89,176 @@ def test_evaluate_encoder_keeps_the_scikit_learn_probe(fmnist):
     enc = create_encoder('small_resnet', n_in=1, width=4)
     res = evaluate_encoder(enc, fmnist.train_x[:300], fmnist.train_y[:300], fmnist.test_x[:100], fmnist.test_y[:100], stats=fmnist_stats, k=20)
     assert set(res) == {'knn', 'linear'} and all(0.1 < v <= 1 for v in res.values())
+
+# --- evaluation on users' data: loaders, datasets, fastai label types
+
+def image_folder(path, ds, n=60, size=32):
+    "`n` Fashion-MNIST training images, tinted to RGB and resized to `size`, as PNGs in one folder per class under `path`"
+    for i in range(n):
+        a = ds.train_x[i, 0].numpy()
+        img = Image.fromarray(np.stack([a, a * 0.8, a * 0.5], -1).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+        folder = path/ds.classes[int(ds.train_y[i])].replace('/', '-')
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder/f'{i}.png')
+    return path
+
+@pytest.fixture
+def folder_dls(fmnist, tmp_path):
+    "fastai `DataLoaders` of a folder of 60 PNGs (45 training, 15 validation), with fastai's augmentations, batches of 8"
+    from fastai.vision.data import ImageDataLoaders
+    from fastai.vision.augment import aug_transforms
+    return ImageDataLoaders.from_folder(image_folder(tmp_path/'images', fmnist), valid_pct=0.25, seed=0, bs=8, num_workers=0,
+                                        batch_tfms=aug_transforms())
+
+def rgb_encoder(seed=0):
+    torch.manual_seed(seed)
+    return create_encoder('small_resnet', n_in=3, width=4)
+
+class Bars:
+    "Stands in for fastprogress's `progress_bar` in `self_supervised.evaluation`: counts the bars, iterates as it would"
+    def __init__(self): self.n = 0
+    def __call__(self, gen, **kwargs): self.n += 1; return gen
+
+def test_image_folder_from_folder_and_datablock(folder_dls, fmnist, tmp_path):
+    from fastai.data.block import DataBlock, CategoryBlock
+    from fastai.data.transforms import get_image_files, parent_label, RandomSplitter
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.augment import RandomResizedCrop, Flip
+    from fastai.vision.core import imagenet_stats
+    enc = rgb_encoder()
+    res = evaluate_encoder(enc, folder_dls, stats=imagenet_stats, k=10)
+    assert res == evaluate_encoder(enc, folder_dls.train, folder_dls.valid, stats=imagenet_stats, k=10)
+    assert set(res) == {'knn', 'linear'} and all(0 <= v <= 1 for v in res.values())
+    # the shuffled, augmented training loader: every image once, without augmentation, in the order of its dataset
+    f, y = features_and_labels(enc, folder_dls.train)
+    f_ds, y_ds = features_and_labels(enc, folder_dls.train_ds)   # fastai's Datasets: PIL images, `TensorCategory` labels
+    assert len(f) == len(folder_dls.train_ds) == 45 and type(y) is torch.Tensor and y.dtype == torch.int64
+    torch.testing.assert_close(f, f_ds, atol=1e-5, rtol=1e-4)
+    assert torch.equal(y, y_ds) and torch.equal(y, torch.tensor([int(o[1]) for o in folder_dls.train_ds]))
+    # a DataBlock with random item and batch transforms: the validation ones (a centre crop) every pass
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                      splitter=RandomSplitter(0.25, seed=0), item_tfms=RandomResizedCrop(24, min_scale=0.3), batch_tfms=Flip(p=1.))
+    dls = block.dataloaders(tmp_path/'images', bs=8, num_workers=0)
+    f1, y1 = features_and_labels(enc, dls.train, eval_pipeline(32, imagenet_stats))
+    f2, y2 = features_and_labels(enc, dls.train, eval_pipeline(32, imagenet_stats))
+    assert f1.shape == (45, encoder_nf(enc)) and torch.equal(f1, f2) and torch.equal(y1, y2)
+    assert evaluate_encoder(enc, dls, size=32, stats=imagenet_stats, k=10, probe=False)['knn'] >= 0
+    # fastai's TfmdLists of the files, without labels: PIL images of the training items
+    from fastai.data.core import TfmdLists
+    from fastai.vision.core import PILImage
+    tl = TfmdLists(folder_dls.train_ds.items, PILImage.create)
+    torch.testing.assert_close(extract_features(enc, tl), f_ds, atol=1e-5, rtol=1e-4)
+    assert features_and_labels(enc, tl)[1] is None
+    # a loader that normalises already: `stats` would normalise twice
+    from fastai.data.transforms import Normalize
+    norm = block.new(batch_tfms=Normalize.from_stats(*imagenet_stats)).dataloaders(tmp_path/'images', bs=8, num_workers=0)
+    with pytest.warns(UserWarning, match='normalises its batches .*pass stats=None'): extract_features(enc, norm.valid, eval_pipeline(stats=imagenet_stats))
+
+def test_knn_monitor_on_an_image_folder_in_a_short_ssl_fit(folder_dls, monkeypatch):
+    from fastai.vision.core import imagenet_stats
+    from self_supervised.callback import SSLLearner
+    from self_supervised.registry import ssl_learner
+    bars = Bars()
+    monkeypatch.setattr(evaluation, 'progress_bar', bars)
+    learn = ssl_learner(folder_dls, 'simclr', rgb_encoder())
+    assert isinstance(learn, SSLLearner)
+    knn, knn2 = KNNMonitor.from_dls(folder_dls, k=10, stats=imagenet_stats), KNNMonitor(folder_dls.train, folder_dls.valid, k=10, stats=imagenet_stats)
+    learn.add_cbs([knn, knn2])
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3)
+    assert [h['epoch'] for h in knn.history] == [0, 1] and knn.history == knn2.history
+    assert bars.n == 0   # 6 batches a pass, but no bar of its own inside fastai's fit
+    ev = evaluate_encoder(learn.model.encoder, folder_dls, stats=imagenet_stats, k=10, probe=False, progress=False)
+    assert bars.n == 0
+    assert abs(knn.history[-1]['knn_acc'] - ev['knn']) < 1e-6
+    assert abs(knn.accuracy() - ev['knn']) < 1e-6
+    assert bars.n == 1   # by hand: a bar over the bank (6 batches), none over the 2 batches of queries
+    knn.accuracy(progress=False)
+    quiet = KNNMonitor.from_dls(folder_dls, k=10, progress=False, stats=imagenet_stats)
+    learn.add_cb(quiet)
+    assert abs(quiet.accuracy() - ev['knn']) < 1e-6
+    assert bars.n == 1
+
+def test_progress_bars_only_over_large_sets_and_silenced(monkeypatch):
+    bars = Bars()
+    monkeypatch.setattr(evaluation, 'progress_bar', bars)
+    enc = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x, y = torch.rand(40, 1, 8, 8), torch.arange(40) % 2
+    extract_features(enc, x, bs=10); assert bars.n == 0   # 4 batches: quick
+    extract_features(enc, x, bs=8); assert bars.n == 1
+    extract_features(enc, x, bs=8, progress=False); assert bars.n == 1
+    evaluate_encoder(enc, x, y, x, y, bs=8, k=5, probe=False, progress=False); assert bars.n == 1
+    evaluate_encoder(enc, x, y, x, y, bs=8, k=5, probe=False); assert bars.n == 3
+    knn_accuracy(torch.randn(50, 4), torch.arange(50) % 2, torch.randn(5 * 1024, 4), torch.zeros(5 * 1024), k=5)
+    assert bars.n == 4   # the kNN over 5 chunks of queries
+
+class PILImages(Dataset):
+    "A torchvision-style dataset: grey PIL images with int labels"
+    def __init__(self, x, y): self.x, self.y = x, y
+    def __len__(self): return len(self.x)
+    def __getitem__(self, i): return Image.fromarray(self.x[i, 0].numpy()), int(self.y[i])
+
+def test_plain_torch_datasets_and_loaders(fmnist):
+    x, y, tx, ty = fmnist.train_x[:200], fmnist.train_y[:200], fmnist.test_x[:50], fmnist.test_y[:50]
+    enc = create_encoder('small_resnet', n_in=1, width=4)
+    ref = evaluate_encoder(enc, x, y, tx, ty, stats=fmnist_stats, k=10)
+    assert evaluate_encoder(enc, PILImages(x, y), PILImages(tx, ty), stats=fmnist_stats, k=10) == ref
+    assert evaluate_encoder(enc, TensorDataset(x, y), TorchDL(TensorDataset(tx, ty), batch_size=7), stats=fmnist_stats, k=10) == ref
+    assert evaluate_encoder(enc, (x.numpy(), y.numpy()), (tx, ty.tolist()), stats=fmnist_stats, k=10) == ref   # arrays and lists
+    f = extract_features(enc, PILImages(x, y), eval_pipeline(stats=fmnist_stats), bs=64)
+    torch.testing.assert_close(f, extract_features(enc, x, eval_pipeline(stats=fmnist_stats)), atol=1e-5, rtol=1e-4)
+
+def test_fastai_label_types(fmnist):
+    "`TensorCategory` labels failed with 'Multiple dispatch failed for torch.Tensor.__getitem__'"
+    x, y, tx, ty = fmnist.train_x[:200], fmnist.train_y[:200], fmnist.test_x[:50], fmnist.test_y[:50]
+    enc = create_encoder('small_resnet', n_in=1, width=4)
+    ref = evaluate_encoder(enc, x, y, tx, ty, stats=fmnist_stats, k=10)
+    assert evaluate_encoder(enc, x, TensorCategory(y), tx, TensorCategory(ty), stats=fmnist_stats, k=10) == ref
+    f, tf = extract_features(enc, x), extract_features(enc, tx)
+    assert knn_accuracy(f, TensorCategory(y), tf, TensorCategory(ty), k=10) == knn_accuracy(f, y, tf, ty, k=10)
+    assert linear_probe(f, TensorCategory(y), tf, TensorCategory(ty)) == linear_probe(f, y, tf, ty)
+    dls = ssl_dls(x, tx, TensorCategory(y), TensorCategory(ty), bs=32, device='cpu')
+    assert evaluate_encoder(enc, dls, stats=fmnist_stats, k=10) == ref
+    with pytest.raises(ValueError, match=r'multi-label \(`TensorMultiCategory`\).*single-label `CategoryBlock`'):
+        evaluate_encoder(enc, x, TensorMultiCategory(torch.nn.functional.one_hot(y, 10)), tx, ty)
+
+def test_shuffled_loader_gives_aligned_features_and_labels(fmnist):
+    x, y, tx, ty = fmnist.train_x[:300], fmnist.train_y[:300], fmnist.test_x[:100], fmnist.test_y[:100]
+    enc = create_encoder('small_resnet', n_in=1, width=4)
+    tfm = eval_pipeline(stats=fmnist_stats)
+    ref = extract_features(enc, x, tfm)
+    shuffled = ssl_dls(x, tx, y, ty, bs=64, device='cpu').train   # shuffles and drops the last partial batch
+    torch_shuffled = TorchDL(TensorDataset(x, y), batch_size=64, shuffle=True, drop_last=True)
+    for dl in (shuffled, torch_shuffled):
+        f, l = features_and_labels(enc, dl, tfm)
+        torch.testing.assert_close(f, ref, atol=1e-5, rtol=1e-4)   # row for row, all 300
+        assert torch.equal(l, y)
+    class Batches:   # an iterable of shuffled batches, which cannot be put in order: aligned all the same
+        def __iter__(self):
+            p = torch.randperm(len(x))
+            for i in range(0, len(x), 64): yield x[p[i:i+64]], y[p[i:i+64]]
+    f, l = features_and_labels(enc, Batches(), tfm)
+    tf = extract_features(enc, tx, tfm)
+    assert knn_accuracy(f, l, tf, ty, k=10) == knn_accuracy(ref, y, tf, ty, k=10)
+    assert evaluate_encoder(enc, shuffled, (tx, ty), stats=fmnist_stats, k=10) == evaluate_encoder(enc, x, y, tx, ty, stats=fmnist_stats, k=10)
+
+def test_unlabelled_evaluation_sets():
+    enc = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x, y = (torch.rand(32, 1, 12, 12) * 255).byte(), torch.arange(32) % 2
+    unlabelled = ssl_dls(x, x[:8], bs=8, device='cpu')   # -1 everywhere
+    with pytest.raises(ValueError, match=r'The test set is unlabelled: all its 8 labels are negative.*ssl_dls\(train_x, valid_x, train_y, valid_y\)'):
+        evaluate_encoder(enc, x, y, unlabelled.valid, None)
+    with pytest.raises(ValueError, match='The training set is unlabelled: all its 32 labels are negative'):
+        evaluate_encoder(enc, unlabelled)
+    with pytest.raises(ValueError, match='The training set is unlabelled'):   # found after the pass when only the data knows
+        evaluate_encoder(enc, TensorDataset(x, torch.full((32,), -1)), (x, y))
+    with pytest.raises(ValueError, match='The training set has no labels'): evaluate_encoder(enc, TensorDataset(x), (x, y))
+    with pytest.raises(ValueError, match='KNNMonitor bank is unlabelled'): KNNMonitor.from_dls(unlabelled)
+    with pytest.raises(ValueError, match='KNNMonitor queries has no labels'): KNNMonitor(x, y, x, None)
+    with pytest.raises(ValueError, match='No test set'): evaluate_encoder(enc, x, y)
+    # partly labelled, as in a semi-supervised run: the unlabelled samples are left out
+    part = y.clone(); part[::4] = -1
+    keep = part >= 0
+    assert evaluate_encoder(enc, x, part, x, y, k=5) == evaluate_encoder(enc, x[keep], y[keep], x, y, k=5)
 
 # --- fine-tuning
 

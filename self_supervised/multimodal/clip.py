@@ -21,11 +21,11 @@ from .data import _need_open_clip
 try: from open_clip.transformer import TextTransformer
 except ImportError: TextTransformer = None
 from ..registry import register, Recipe, image_views
-from .data import FMNISTCaptioner, FMNIST_CONTEXT
+from .data import FMNISTCaptioner, ClassCaptioner, FMNIST_CONTEXT
 
 # %% auto #0
 __all__ = ['LOG_MAX_SCALE', 'create_text_encoder', 'CLIPModel', 'create_clip_model', 'get_clip_aug_pipelines',
-           'clamp_logit_scale', 'CLIP', 'clip_recipe_model', 'clip_recipe_views']
+           'clamp_logit_scale', 'CLIP', 'clip_recipe_model', 'clip_recipe_views', 'clip_recipe_captions']
 
 # %% ../../nbs/70_clip.ipynb #770add2c
 LOG_MAX_SCALE = math.log(100)   # the paper clips the logits' scale at 100
@@ -129,6 +129,13 @@ def clip_recipe_model(enc, a):
     return create_clip_model(enc, embed_dim=128, context_length=FMNIST_CONTEXT, width=64, heads=4, layers=2, temp=a.temp)
 def clip_recipe_views(a): return get_clip_aug_pipelines(a.size, stats=a.stats)
 
+def clip_recipe_captions(a):
+    "Captions from the labels: class names when the loaders have them (`dls.vocab`), else Fashion-MNIST's captions of grey images"
+    if a.get('vocab') is not None: return ClassCaptioner(a.vocab)
+    if a.n_in != 1: raise ValueError("The CLIP recipes make captions from the labels: give the images labels (class subfolders) or train "
+                                     "`CLIP` on (image, caption) pairs (`caption_dls`)")
+    return FMNISTCaptioner()
+
 register('clip', Recipe('CLIP', 'Radford et al., *Learning Transferable Visual Models From Natural Language Supervision*, 2021',
     group='image-text', temp=0.07, views=clip_recipe_views, model=clip_recipe_model,
-    callback=lambda augs, a: CLIP(augs, captions=FMNISTCaptioner())))
+    callback=lambda augs, a: CLIP(augs, captions=clip_recipe_captions(a))))

@@ -16,8 +16,7 @@ from ..callback import ema_update, momentum_copy, cosine_momentum, queue_slots, 
 from ..dist import gather_nograd
 from .clip import CLIP, LOG_MAX_SCALE
 from ..registry import register, Recipe, image_views
-from .clip import clip_recipe_model, clip_recipe_views
-from .data import FMNISTCaptioner
+from .clip import clip_recipe_model, clip_recipe_views, clip_recipe_captions
 
 # %% auto #0
 __all__ = ['CLIPMOCO']
@@ -82,4 +81,4 @@ class CLIPMOCO(CLIP):
 # %% ../../nbs/71_clip_moco.ipynb #72df8c88
 register('clip_moco', Recipe('CLIP-MoCo', "CLIP with MoCo's momentum keys and queues for both modalities (the older fastai library's idea)",
     group='image-text', temp=0.07, views=clip_recipe_views, model=clip_recipe_model,
-    callback=lambda augs, a: CLIPMOCO(augs, K=4096, m=0.99, captions=FMNISTCaptioner())))
+    callback=lambda augs, a: CLIPMOCO(augs, K=4096, m=0.99, captions=clip_recipe_captions(a))))

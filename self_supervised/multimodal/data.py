@@ -20,7 +20,7 @@ except ImportError: SimpleTokenizer = None
 
 # %% auto #0
 __all__ = ['FMNIST_NAMES', 'TONES', 'TEXTURES', 'CAPTION_TEMPLATES', 'FMNIST_CONTEXT', 'CLIPTokenizer', 'fmnist_prompts',
-           'fmnist_attributes', 'fmnist_captions', 'FMNISTCaptioner', 'CaptionDL', 'caption_dls',
+           'fmnist_attributes', 'fmnist_captions', 'FMNISTCaptioner', 'ClassCaptioner', 'CaptionDL', 'caption_dls',
            'fmnist_caption_tokens', 'fmnist_caption_dls', 'recall_at_k', 'zero_shot_accuracy', 'clip_embed',
            'evaluate_clip', 'fmnist_clip_eval']
 
@@ -131,6 +131,18 @@ class FMNISTCaptioner:
     def __call__(self, x:Tensor, y:Tensor, sample:bool=True) -> Tensor:
         tpl = torch.randint(len(CAPTION_TEMPLATES), (len(x),)) if sample else 0
         return self.tokenizer(fmnist_captions(x, y, tpl)).to(x.device)
+
+# %% ../../nbs/72_clip_data.ipynb #c1a55c02
+class ClassCaptioner:
+    "Tokens of captions naming each image's class, `template.format(name=..., a_name=...)` of the names `vocab`"
+    def __init__(self, vocab, template:str='a photo of {a_name}', context_length:int=FMNIST_CONTEXT, tokenizer:CLIPTokenizer|None=None):
+        self.vocab, self.template = [str(v).replace('_', ' ') for v in vocab], template
+        self.tokenizer = ifnone(tokenizer, CLIPTokenizer(context_length))
+    def __call__(self, x:Tensor, y:Tensor|None, sample:bool=True) -> Tensor:
+        if y is None or (y < 0).any():
+            raise ValueError("`ClassCaptioner` names each image's class, but the batch has unlabelled images: give every image a label "
+                             "(class subfolders), or train CLIP on (image, caption) pairs (`caption_dls`)")
+        return self.tokenizer([self.template.format(name=self.vocab[int(i)], a_name=_a(self.vocab[int(i)])) for i in y]).to(x.device)
 
 # %% ../../nbs/72_clip_data.ipynb #922cdd22
 class CaptionDL(TensorDL):

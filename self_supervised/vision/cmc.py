@@ -67,7 +67,7 @@ def get_cmc_aug_pipelines(size:int, **kwargs) -> list:
 # %% ../../nbs/46_cmc.ipynb #592f85fe
 class CMC(SSLCallback):
     "Contrastive Multiview Coding of the L and ab views: two encoders, a memory bank per view, softmax contrast both ways"
-    n_views, _state, has_valid_loss = 1, ('bank_l', 'bank_ab'), False   # validation images have no bank entries
+    n_views, _state, has_valid_loss, needs_item_index = 1, ('bank_l', 'bank_ab'), False, True   # validation images have no bank entries
     def __init__(self, aug_pipelines, n_neg:int=16384, temp:float=0.07, bank_m:float=0.5, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'CMC')
@@ -90,7 +90,7 @@ class CMC(SSLCallback):
     def make_batch(self, views):
         lab = lab_input(check_rgb(views[0], 'CMC (its augmented view)'))
         if not self.training: return (lab,), ()   # validation images have no bank entries
-        self.idx = item_indices(self.learn.yb, len(lab), len(self.bank_l), 'CMC')
+        self.idx = item_indices(self.learn.yb, len(lab), len(self.bank_l), 'CMC', self.learn.dl)
         return (lab,), (self.idx,)
 
     def lf(self, pred, idx, *yb):

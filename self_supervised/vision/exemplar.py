@@ -39,7 +39,7 @@ def create_exemplar_model(encoder:nn.Module, n_items:int, hidden_size=256, bn=Tr
 # %% ../../nbs/44_exemplar.ipynb #9d7ed24f
 class Exemplar(SSLCallback):
     "Exemplar CNN: every training image is its own class; all its augmented views in the batch are classified by item index"
-    has_valid_loss = False   # validation images are not classes
+    has_valid_loss, needs_item_index = False, True   # validation images are not classes; the classes are the items' indices
     def _setup(self):
         super()._setup()
         n, k = len(self.learn.dls.train.dataset), out_features(unwrap_model(self.learn.model))
@@ -50,7 +50,7 @@ class Exemplar(SSLCallback):
     def make_batch(self, views):
         xb = torch.cat(views)
         if not self.training: return (xb,), ()   # validation images are not classes: nothing to classify them as
-        idx = item_indices(self.learn.yb, len(views[0]), len(self.learn.dls.train.dataset), 'Exemplar')
+        idx = item_indices(self.learn.yb, len(views[0]), len(self.learn.dls.train.dataset), 'Exemplar', self.learn.dl)
         return (xb,), (per_item(idx.repeat(len(views)), len(views[0])),)
 
     def lf(self, pred, y, *yb): return F.cross_entropy(pred, view_major(y))

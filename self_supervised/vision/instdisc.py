@@ -16,6 +16,7 @@ from ..losses.contrastive import _memory_bank_loss
 from ..callback import SSLCallback
 from ..layers import out_features
 from ..dist import gather_nograd
+from ..data import has_item_index
 from .simclr import SimCLRModel, create_simclr_model
 from ..registry import register, Recipe, image_views
 
@@ -39,11 +40,13 @@ def bank_update(bank:Tensor, idx:Tensor, v:Tensor, m:float=0.5) -> Tensor:
     bank[idx] = F.normalize(m * bank[idx] + (1 - m) * v.to(bank), dim=1)
     return bank
 
-def item_indices(yb:tuple, n:int, n_items:int, name:str) -> Tensor:
-    "The training-set index of each of the `n` images of a batch of `ssl_dls(..., with_idx=True)` (its last target), checked against `n_items`"
-    idx = yb[-1] if len(yb) >= 2 else None
+def item_indices(yb:tuple, n:int, n_items:int, name:str, dl=None) -> Tensor:
+    "The training-set index of each of the `n` images of a batch whose loader `dl` adds it (`with_item_index`): its last target, checked against `n_items`"
+    # without the loader to ask, only a batch with a label and an index can be read
+    idx = yb[-1] if (has_item_index(dl) if dl is not None else len(yb) >= 2) and len(yb) else None
     if not isinstance(idx, Tensor) or idx.ndim != 1 or len(idx) != n or idx.is_floating_point():
-        raise ValueError(f"{name} needs each item's index in the batch: build the DataLoaders with `ssl_dls(..., with_idx=True)`")
+        raise ValueError(f"{name} needs each item's index in the batch: build the DataLoaders with `with_item_index(dls)` "
+                         f"(`ssl_learner` does it) or `ssl_dls(..., with_idx=True)`")
     idx = idx.long()
     if int(idx.min()) < 0 or int(idx.max()) >= n_items:
         raise ValueError(f"{name}: item index {int(idx.max()) if int(idx.max()) >= n_items else int(idx.min())} is outside the "
@@ -69,7 +72,7 @@ get_instdisc_aug_pipelines = views_aug_fn(1, 'InstDisc')
 
 class InstDisc(SSLCallback):
     "Instance discrimination with a memory bank of one embedding per training item and `n_neg` sampled negatives"
-    n_views, _state, has_valid_loss = 1, ('bank',), False   # validation images have no bank entry
+    n_views, _state, has_valid_loss, needs_item_index = 1, ('bank',), False, True   # validation images have no bank entry
     def __init__(self, aug_pipelines, n_neg=4096, temp=0.07, bank_m=0.5, prox=0., print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'InstDisc')
@@ -85,7 +88,7 @@ class InstDisc(SSLCallback):
     def make_batch(self, views):
         # validation images have no bank entry: no instance-discrimination loss to compute on them
         if not self.training: return (views[0],), ()
-        self.idx = item_indices(self.learn.yb, len(views[0]), len(self.bank), 'InstDisc')
+        self.idx = item_indices(self.learn.yb, len(views[0]), len(self.bank), 'InstDisc', self.learn.dl)
         return (views[0],), (self.idx,)
 
     def lf(self, pred, idx, *yb):

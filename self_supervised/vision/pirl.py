@@ -49,7 +49,7 @@ get_pirl_aug_pipelines = views_aug_fn(2, 'PIRL')
 # %% ../../nbs/47_pirl.ipynb #b700b657
 class PIRL(SSLCallback):
     "PIRL: the image and its shuffled jigsaw tiles against a memory bank of image embeddings (momentum `bank_m`), NCE loss weighted by `lmb`"
-    n_views, _state, has_valid_loss = 2, ('bank', 'log_z'), False   # validation images have no bank entry
+    n_views, _state, has_valid_loss, needs_item_index = 2, ('bank', 'log_z'), False, True   # validation images have no bank entry
     def __init__(self, aug_pipelines, grid:int=3, tile_size:int|None=None, n_neg:int=32000, temp:float=0.07, bank_m:float=0.5,
                  lmb:float=0.5, nce:bool=True, standardize:bool=False, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
@@ -79,7 +79,7 @@ class PIRL(SSLCallback):
         tiles = shuffle_tiles(tiles, perm, torch.arange(b, device=xt.device))
         if self.standardize: tiles = standardize_tiles(tiles)
         if not self.training: return (x, tiles), ()   # validation images have no bank entries
-        self.idx = item_indices(self.learn.yb, b, len(self.bank), 'PIRL')
+        self.idx = item_indices(self.learn.yb, b, len(self.bank), 'PIRL', self.learn.dl)
         return (x, tiles), (self.idx,)
 
     def lf(self, pred, idx, *yb):

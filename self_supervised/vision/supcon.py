@@ -18,7 +18,7 @@ from ..callback import SSLCallback
 from ..dist import gather_nograd, rank
 from .simclr import SimCLRModel, create_simclr_model
 from .moco import MOCO
-from ..registry import register, Recipe, image_views, UNLABELLED
+from ..registry import register, Recipe, image_views
 
 # %% auto #0
 __all__ = ['SupConModel', 'create_supcon_model', 'get_supcon_aug_pipelines', 'SupCon', 'SupConMOCO', 'UnsupMethod']
@@ -48,23 +48,27 @@ class _LabelsMixin:
             raise ValueError(f"`unsup_method` must be 'all' or 'only', got {kwargs['unsup_method']!r}")
         for k, v in kwargs.items(): setattr(self, k, v)
         self.__stored_args__ = kwargs
+    @property
+    def unsup_id(self) -> int:
+        "The class id of unlabelled images; -1, which no label has, when every image is labelled (`unsup_class_id=None`)"
+        return -1 if self.unsup_class_id is None else self.unsup_class_id
     def batch_labels(self):
         "Labels of the current batch: required in training (class ids >= 0); outside training, none means unlabelled"
         y = self.orig_y
         if y is None and not self.training:   # `summary`, `get_preds` on images alone: predictions need no labels
-            return torch.full((len(self.orig_x),), self.unsup_class_id, dtype=torch.long, device=self.orig_x.device)
+            return torch.full((len(self.orig_x),), self.unsup_id, dtype=torch.long, device=self.orig_x.device)
         if y is None or y.ndim != 1 or (y < 0).any():
             raise ValueError(f"{type(self).__name__} needs a class label for every image (class ids >= 0, unlabelled images "
                              f"with `unsup_class_id={self.unsup_class_id}`); the batch has "
                              f"{'none' if y is None else 'labels ' + str(y[:8].tolist())}: build the DataLoaders with labels")
         if self.training:
             self._n_seen += 1
-            if (y == self.unsup_class_id).any(): self._seen_unsup = True
+            if (y == self.unsup_id).any(): self._seen_unsup = True
         return y
     def before_epoch(self): self._seen_unsup, self._n_seen = False, 0
     def after_epoch(self):
         # no training batch (an epoch skipped when resuming with `start_epoch`) is no evidence of a wrong id
-        if self._n_seen and not self._seen_unsup and not getattr(self, '_warned', False):
+        if self.unsup_class_id is not None and self._n_seen and not self._seen_unsup and not getattr(self, '_warned', False):
             self._warned = True
             warnings.warn(f"{type(self).__name__}: `unsup_class_id={self.unsup_class_id}` was in no batch of the epoch: check the id "
                           f"(e.g. `dls.vocab.o2i['unsup']`); with unsup_method='only' the unsupervised loss stays 0")
@@ -89,13 +93,13 @@ class SupCon(_LabelsMixin, SSLCallback):
         "NT-Xent of the two views of all images, or only of the unlabelled ones"
         n = len(yb)
         ids = torch.arange(n, device=yb.device) + rank() * n
-        if self.unsup_method == UnsupMethod.Only: ids = torch.where(yb == self.unsup_class_id, ids, -1)
+        if self.unsup_method == UnsupMethod.Only: ids = torch.where(yb == self.unsup_id, ids, -1)
         return _supcon_loss(pred, ids.repeat(2), self.temp)
 
     def sup_lf(self, pred, yb):
         "Supervised contrastive loss over the labelled images' views"
         targ = torch.cat([yb, yb])
-        return _supcon_loss(pred, torch.where(targ == self.unsup_class_id, -1, targ), self.temp)
+        return _supcon_loss(pred, torch.where(targ == self.unsup_id, -1, targ), self.temp)
 
     def lf(self, pred, yb, *rest): return self.unsup_lf(pred, yb) + self.reg_lambda * self.sup_lf(pred, yb)
 
@@ -116,7 +120,7 @@ class SupConMOCO(_LabelsMixin, MOCO):
     def init_state(self):
         super().init_state()
         if self.queue is not None and self.label_queue is None:
-            self.label_queue = torch.full((self.K,), float(self.unsup_class_id), device=self.queue.device)
+            self.label_queue = torch.full((self.K,), float(self.unsup_id), device=self.queue.device)
 
     @torch.no_grad()
     def encode_keys(self, x):
@@ -141,14 +145,14 @@ class SupConMOCO(_LabelsMixin, MOCO):
         if self.unsup_method == UnsupMethod.All:
             logits = pred @ torch.cat([key_embs, self.emb_queue]).T / self.temp
         else:
-            m, qm = labels == self.unsup_class_id, self.label_queue == self.unsup_class_id
+            m, qm = labels == self.unsup_id, self.label_queue == self.unsup_id
             if not m.any(): return pred.sum() * 0.
             logits = pred[m] @ torch.cat([key_embs[m], self.emb_queue[qm]]).T / self.temp
         return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
     def sup_lf(self, pred, key_embs, labels):
         "Supervised contrastive loss of labelled queries against the labelled keys of the batch and the queue"
-        m, qm = labels != self.unsup_class_id, self.label_queue != self.unsup_class_id
+        m, qm = labels != self.unsup_id, self.label_queue != self.unsup_id
         if not m.any(): return pred.sum() * 0.
         logits = pred[m] @ torch.cat([key_embs[m], self.emb_queue[qm]]).T / self.temp
         ohe = (labels[m][:, None] == torch.cat([labels[m], self.label_queue[qm]])[None]).float()
@@ -159,10 +163,11 @@ class SupConMOCO(_LabelsMixin, MOCO):
         return self.unsup_lf(pred, key_embs, labels) + self.reg_lambda * self.sup_lf(pred, key_embs, labels)
 
 # %% ../../nbs/13_supcon.ipynb #437b316b
-# labels=True: trains with the labels it is given, all but a fraction replaced by `UNLABELLED` in the CLI
+# labels=True: trains with the labels it is given (in the CLI all but a fraction of Fashion-MNIST's replaced by `UNLABELLED`);
+# `a.unsup_class_id`: an image folder's 'unsup' subfolder, or None when every class is a real one
 register('supcon', Recipe('SupCon', 'Khosla et al., *Supervised Contrastive Learning*, 2020', group='contrastive', temp=0.2, labels=True,
     views=image_views, model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
-    callback=lambda augs, a: SupCon(augs, unsup_class_id=UNLABELLED, temp=a.temp)))
+    callback=lambda augs, a: SupCon(augs, unsup_class_id=a.unsup_class_id, temp=a.temp)))
 register('supcon_moco', Recipe('SupConMoCo', 'Khosla et al., 2020, with the momentum encoder and queue of MoCo', group='contrastive', temp=0.2,
     labels=True, views=image_views, model=lambda enc, a: create_supcon_model(enc, hidden_size=256, projection_size=128),
-    callback=lambda augs, a: SupConMOCO(augs, unsup_class_id=UNLABELLED, K=4096, m=0.99, temp=a.temp)))
+    callback=lambda augs, a: SupConMOCO(augs, unsup_class_id=a.unsup_class_id, K=4096, m=0.99, temp=a.temp)))
