@@ -55,16 +55,16 @@ def _fmnist_run(data, algo, spec, size, bs, seed, n_train, n_test, labelled):
     ev = dict(train_x=train_x, train_y=ds.train_y[tr], test_x=test_x, test_y=ds.test_y[:n_test], stats=fmnist_stats)
     return dls, ev, f"Fashion-MNIST test set ({n_test} images)"
 
-def _folder_dls(path, algo, spec, n_in, **kwargs):
-    "The loaders of an image folder, with the errors of a command line"
+def _folder_dls(path, algo, spec, n_in, arg='data', **kwargs):
+    "The loaders of the image folder `path` given as `--arg`, with the errors of a command line"
     if spec.rgb:   # the Lab methods split colour from lightness: grey images have no colour to predict
         if n_in not in (None, 3): _fail(f"--algo {algo} learns from colour: --n-in must be 3, got {n_in}")
         try: grey = image_channels(image_files(path)) == 1
-        except (FileNotFoundError, NotADirectoryError) as e: _fail(str(e))
+        except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(f"--{arg.replace('_', '-')}: {e}")
         if grey: _fail(f"--algo {algo} learns from colour, and the images of {path} are grey: choose another --algo")
         n_in = 3
     try: return image_folder_dls(path, n_in=n_in, **kwargs)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(str(e))
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(f"--{arg.replace('_', '-')}: {e}")
 
 def _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, valid_pct, workers):
     "Loaders of the image folder `data`, and evaluation sets from its labels or from `eval_data` (None: nothing to evaluate with, and why)"
@@ -74,7 +74,7 @@ def _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, valid_pct, wo
         _fail(f"--algo {algo} trains with class labels, and the images of {data} are not in class subfolders: choose another --algo")
     if eval_data is not None:
         if not valid_pct: _fail(f"--eval-data {eval_data} is split into the kNN's reference images and its test images by --valid-pct: pass a value above 0")
-        edls = _folder_dls(eval_data, algo, spec, dls.one_batch()[0].shape[1], valid_pct=valid_pct, stats=dls.stats, **{**kw, 'bs': min(bs, 32)})
+        edls = _folder_dls(eval_data, algo, spec, dls.one_batch()[0].shape[1], 'eval_data', valid_pct=valid_pct, stats=dls.stats, **{**kw, 'bs': min(bs, 32)})
         if getattr(edls, 'vocab', None) is None: _fail(f"--eval-data {eval_data}: its images are not in class subfolders (at least two): the evaluation needs the classes")
         what, src = f"{eval_data} validation split", edls
     elif getattr(dls, 'vocab', None) is None:

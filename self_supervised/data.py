@@ -204,7 +204,8 @@ def readable_images(files) -> L:
     if bad:
         names = ', '.join(str(f) for f in bad[:10]) + (f' and {len(bad) - 10} more' if len(bad) > 10 else '')
         warnings.warn(f"{len(bad)} of the {len(files)} image files are not readable images and are left out: {names}")
-    good = L(f for f in files if f not in set(bad))
+    bad_set = set(bad)
+    good = L(f for f in files if f not in bad_set)
     if not good: raise ValueError(f"None of the {len(files)} image files is a readable image: {names}")
     return good
 
@@ -221,10 +222,15 @@ def folder_labels(path, files) -> L|None:
     return L(p[0] for p in parts)
 
 def image_channels(files, n:int=64) -> int:
-    "1 if the first `n` of `files` are all grey images, else 3 (colour images are read as RGB)"
-    modes = set()
-    for f in files[:n]:
-        with Image.open(f) as im: modes.add(im.mode)
+    "1 if the first `n` of `files` that PIL can open are all grey images, else 3 (colour images are read as RGB)"
+    modes, seen = set(), 0
+    for f in files:
+        if seen == n: break
+        try:
+            with Image.open(f) as im: modes.add(im.mode)
+        except OSError: continue   # broken files are `readable_images`' to report
+        seen += 1
+    if not seen: raise ValueError(f"None of the {len(files)} image files can be opened: {', '.join(map(str, files[:10]))}")
     return 1 if modes <= _GREY else 3
 
 def image_stats(files, n_in:int, size:int=64, n:int=512, seed:int=0) -> tuple:

@@ -41,10 +41,12 @@ def test_cli_unknown_arch(tmp_path):
     assert r.returncode != 0 and 'Close matches' in r.stderr and 'resnet18' in r.stderr
 
 def test_cli_missing_data(no_fmnist):
+    "No --data and no Fashion-MNIST anywhere: the three ways to get it; an explicit folder is used or refused, never replaced"
+    with pytest.raises(SystemExit) as e: ssl_pretrain(out=str(no_fmnist/'out'))
+    for hint in ('apt-get install dataset-fashion-mnist', 'SSL_DATA', 'download_fashion_mnist'): assert hint in str(e.value)
     empty = no_fmnist/'empty'; empty.mkdir()
     with pytest.raises(SystemExit) as e: ssl_pretrain(data=str(empty), out=str(no_fmnist/'out'))
-    msg = str(e.value)
-    for hint in ('apt-get install dataset-fashion-mnist', 'SSL_DATA', 'download_fashion_mnist', str(empty)): assert hint in msg
+    assert f'--data: `path={empty}` holds no image files' in str(e.value)
 
 def test_registry_builds_every_algo():
     "The CLI offers every image recipe of the registry, each with its model, views and callback builders"
