@@ -13,7 +13,7 @@ from torch import Tensor
 from fastcore.all import *
 from fastai.data.core import DataLoaders
 from fastai.torch_core import default_device
-from ..data import TensorDL, _Indices, fashion_mnist, fmnist_stats
+from ..data import TensorDL, _Indices, fashion_mnist, fmnist_stats, check_batch_fits
 from ..evaluation import eval_pipeline
 try: from open_clip.tokenizer import SimpleTokenizer
 except ImportError: SimpleTokenizer = None
@@ -175,6 +175,7 @@ class CaptionDL(TensorDL):
 
 def caption_dls(train_x, train_tokens, valid_x=None, valid_tokens=None, train_y=None, valid_y=None, bs=256, device=None, **kwargs) -> DataLoaders:
     "`DataLoaders` of (image, caption) pairs: shuffled training batches (last one dropped) drawing a caption per image, ordered validation batches"
+    check_batch_fits(len(train_x), bs, '`train_x`')
     device = ifnone(device, default_device())
     trn = CaptionDL(train_x, train_tokens, train_y, bs=bs, shuffle=True, device=device, **kwargs)
     if valid_x is None:
