@@ -15,8 +15,8 @@ from fastai.vision.core import imagenet_stats
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['BatchAug', 'NormalizeBatch', 'get_batch_augs', 'get_multi_aug_pipelines', 'views_aug_fn', 'get_multi_crop_pipelines',
-           'assert_aug_pipelines']
+__all__ = ['BatchAug', 'NormalizeBatch', 'check_size', 'check_crop_scale', 'get_batch_augs', 'get_multi_aug_pipelines',
+           'views_aug_fn', 'get_multi_crop_pipelines', 'assert_aug_pipelines']
 
 # %% ../nbs/01_augmentations.ipynb #ab25a8be
 class BatchAug(DisplayedTransform):
@@ -53,11 +53,27 @@ def _blur(blur_s, p, size):
     ks = min(2 * math.ceil(3 * sig[1]) + 1, 2 * size - 1)
     return K.RandomGaussianBlur((ks, ks), sig, p=p)
 
+# %% ../nbs/01_augmentations.ipynb #03d7dedd
+def check_size(size, name:str='size'):
+    "Raise a clear error unless the view size `size` is a positive int (kornia would fail later, or make empty views)"
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"`{name}` is the side of the square views in pixels, a positive int, got {size!r} (e.g. {name}=28 for Fashion-MNIST)")
+
+def check_crop_scale(scale, name:str='resize_scale'):
+    "Raise a clear error unless `scale` is (min, max), the range of the area of the random crops as a fraction of the image, within (0, 1]"
+    if not isinstance(scale, (tuple, list)) or len(scale) != 2: raise ValueError(f"`{name}` must be a pair (min, max) of crop areas, got {scale!r}")
+    lo, hi = scale
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale) or not 0 < lo <= hi <= 1:
+        raise ValueError(f"`{name}={tuple(scale)!r}`: the crop area is a fraction of the image, 0 < min <= max <= 1 "
+                         f"(the smallest crop `min_scale`, e.g. (0.2, 1.0))")
+
 # %% ../nbs/01_augmentations.ipynb #d075fd64
 def get_batch_augs(size, rotate=True, jitter=True, bw=True, blur=True, resize_scale=(0.2, 1.0), resize_ratio=(3/4, 4/3),
                    rotate_deg=30, jitter_s=.6, blur_s=(4, 32), flip_p=0.5, rotate_p=0.3, jitter_p=0.3, bw_p=0.3, blur_p=0.3,
                    stats=imagenet_stats, xtra_tfms=[]) -> Pipeline:
     "A training `Pipeline` of per-sample random crop, flip, rotation, colour jitter, grey-scale, blur and normalisation"
+    check_size(size)
+    check_crop_scale(resize_scale)
     s = jitter_s
     tfms = [BatchAug(K.RandomResizedCrop((size, size), scale=resize_scale, ratio=resize_ratio)),
             BatchAug(K.RandomHorizontalFlip(p=flip_p))]

@@ -6,28 +6,31 @@ Docs: https://self-supervised.github.io/self_supervised/callback.html.md"""
 
 # %% ../nbs/04_callback.ipynb #7240ee07
 from __future__ import annotations
-import copy, math, os, sys, tempfile, types, warnings
+import copy, hashlib, math, os, pickle, random, re, struct, sys, tempfile, types, warnings, zipfile
+import cloudpickle
 import numpy as np
 import torch
 from torch import nn, Tensor
 from fastcore.all import *
-from fastai.learner import Learner, save_model
+from fastai.learner import Learner, save_model, load_model
 from fastai.callback.core import Callback
-from fastai.torch_core import get_model, rank_distrib, set_seed, apply
+from fastai.torch_core import get_model, rank_distrib, set_seed, apply, distrib_barrier
 from fastai.callback.core import CancelFitException
 from fastai.callback.tracker import TrackerCallback, SaveModelCallback
+from fastai.callback.schedule import LRFinder
 import fastai.callback.progress   # Learner.no_bar, used by check_resume
 from fastai.vision.learner import in_channels
 from .augmentations import assert_aug_pipelines
 from .layers import atomic_write
 from .losses import upcast, float32_loss
 from .dist import world_size, gloo_broadcast
-from .data import check_train_batches
+from .data import check_train_batches, check_image_range
 
 # %% auto #0
 __all__ = ['STATE', 'decoded_views', 'unwrap_model', 'SSLState', 'SSLCallback', 'CatViews', 'per_item', 'view_major',
            'ema_update', 'momentum_copy', 'cosine_momentum', 'queue_slots', 'check_momentum', 'check_queue_arg',
-           'check_queue_fits', 'SSLLearner', 'convert_checkpoint', 'SeedEpochs', 'check_resume']
+           'check_queue_fits', 'NonFiniteError', 'StopOnNonFinite', 'CheckpointError', 'add_checksum',
+           'check_checkpoint', 'SSLLearner', 'convert_checkpoint', 'state_seed', 'SeedEpochs', 'check_resume']
 
 # %% ../nbs/04_callback.ipynb #6ffd66ac
 @torch.no_grad()
@@ -44,6 +47,12 @@ def unwrap_model(model:nn.Module) -> nn.Module:
     while dyn is not None and isinstance(m, dyn.OptimizedModule): m = get_model(m._orig_mod)
     return m
 
+def _describe(pred) -> str:
+    "What a model returned, for an error message: a tensor's shape, or the structure of a tuple or list"
+    if isinstance(pred, Tensor): return f"a tensor of shape {tuple(pred.shape)}"
+    if isinstance(pred, (tuple, list)): return f"a {type(pred).__name__} of {len(pred)} (" + ', '.join(_describe(p) for p in pred) + ")"
+    return f"a {type(pred).__name__}"
+
 def _refuse_old_checkpoint(module, state_dict, prefix, *args):
     "A `load_state_dict` pre-hook of the model: a clear error for the checkpoints of version 0.1"
     if prefix + 'ssl_callbacks' in state_dict:
@@ -58,6 +67,17 @@ class SSLState(nn.Module):
         self.owner = owner
     def forward(self, x): return x   # a no-op, should the model be an `nn.Sequential`, which calls every child
     def extra_repr(self): return f"state of {self.owner}"
+
+    def _load_from_state_dict(self, sd, prefix, *args):
+        # one check for every method: a queue or a bank of another size is a checkpoint of other arguments, not one to train on
+        for n, t in [*self.named_parameters(), *self.named_buffers()]:
+            v = sd.get(prefix + n)
+            if isinstance(v, Tensor) and v.shape != t.shape:
+                raise ValueError(f"The checkpoint's {self.owner} state does not fit this {self.owner} callback: `{prefix}{n}` has shape "
+                                 f"{tuple(v.shape)} in the checkpoint but {tuple(t.shape)} here. The checkpoint was written with other "
+                                 f"arguments (a queue size `K`, a number of prototypes, a memory bank for a data set of another size...): "
+                                 f"build the callback with the checkpoint's arguments (and data) to load it")
+        super()._load_from_state_dict(sd, prefix, *args)
 
 # %% ../nbs/04_callback.ipynb #b3e8f5a1
 class _InModel:
@@ -99,7 +119,7 @@ class SSLCallback(Callback):
     def __init__(self, aug_pipelines, print_augs=False):
         assert_aug_pipelines(aug_pipelines, self.n_views)
         if len(aug_pipelines) == 0: raise ValueError("`aug_pipelines` is empty: pass at least one pipeline")
-        self.aug_pipelines, self._n_in = list(aug_pipelines), None
+        self.aug_pipelines, self._n_in, self._range_checked = list(aug_pipelines), None, False
         if print_augs:
             for p in self.aug_pipelines: print(p)
 
@@ -176,11 +196,14 @@ class SSLCallback(Callback):
     def loss(self, pred, *yb):
         "`lf` in float32 whatever the mixed precision: autocast off, half-precision predictions and targets upcast"
         up = lambda t: upcast(t) if isinstance(t, Tensor) else t
-        return float32_loss(self.lf)(apply(up, pred), *apply(up, yb))
+        try: return float32_loss(self.lf)(apply(up, pred), *apply(up, yb))
+        except (AttributeError, TypeError, IndexError, KeyError) as e:   # e.g. `'tuple' object has no attribute 'chunk'`
+            raise TypeError(f"{type(self).__name__} cannot compute its loss from the model's output, {_describe(pred)} ({e}): the model "
+                            f"does not match the callback. Build it with the `create_..._model` of {type(self).__module__}") from e
     # `validate`, `get_preds` and `summary` run without `before_fit`
     def after_create(self): self._setup()
     def before_fit(self):
-        self._setup(); self._n_in = None
+        self._setup(); self._n_in, self._range_checked = None, False
         self._check_fastai_cbs()
         check_train_batches(self.dls.train)   # e.g. a DataBlock of fewer items than a batch: no step at all
 
@@ -213,6 +236,7 @@ class SSLCallback(Callback):
             # stop rather than skip: one NaN in the weights ruins the run, and a skipped batch hides broken data
             raise ValueError(f"{type(self).__name__}: the input batch (iteration {getattr(self, 'iter', '?')}) contains NaN or Inf: "
                              f"check the data (e.g. `torch.isfinite(x).all()` over the dataset) and remove or repair those items")
+        if not self._range_checked: check_image_range(x, 'the input batch'); self._range_checked = True   # once per fit: it syncs
         if x.ndim != 4: return   # only images have channels to check against the encoder
         if self._n_in is None:
             try: self._n_in = in_channels(self.learn.model)
@@ -323,6 +347,112 @@ def check_queue_fits(cb:Callback, K, what:str='keys', per_item:int=1):
         raise ValueError(f"{type(cb).__name__}: the queue (K={K}) is smaller than the {what} written at each step (the batch of "
                          f"all processes, {n}): use K >= {n} (a multiple of it keeps batches contiguous in the queue)")
 
+# %% ../nbs/04_callback.ipynb #e10891fb
+class NonFiniteError(RuntimeError):
+    "Training met a NaN or an Inf (loss, gradient, learning rate or weights): raised by `StopOnNonFinite`; fastai lets it through `fit`"
+
+_CAUSES = ("Likely causes: a learning rate too high; images not scaled to [0, 1] (floats in 0-255: divide them by 255, or give "
+           "uint8 tensors); an overflow in float16 mixed precision. Fix: lower the learning rate (e.g. 10x, or pick it with "
+           "`learn.lr_find()`), check the data, or train in bfloat16, then restart from the last checkpoint (`learn.load`)")
+
+class StopOnNonFinite(Callback):
+    "Raise `NonFiniteError` at the first non-finite loss, gradient or learning rate, before the optimiser applies it"
+    order, run_valid = 12, False   # after MixedPrecision (10): its scaler has updated when `after_step` reads it
+    _auto, _on = False, True    # `_auto`: the one `SSLLearner` adds, which gives way to the user's own
+    def __init__(self, min_scale:float=2.**-24): self.min_scale = min_scale
+
+    def before_fit(self):
+        self._on = not (self._auto and any(isinstance(c, StopOnNonFinite) and not c._auto for c in self.learn.cbs))
+        self._lr_find = any(isinstance(c, LRFinder) for c in self.learn.cbs)
+
+    def _stop(self, what, weights_ok=True):
+        if self._lr_find: raise CancelFitException   # `lr_find` raises the rate until the loss diverges: a NaN ends it, as `stop_div` does
+        ok = " (the weights are those of the step before: this one was not applied)" if weights_ok else ""
+        raise NonFiniteError(f"{what} at epoch {self.epoch}, step {self.iter} of {self.n_iter}{ok}. {_CAUSES}")
+
+    def _scaled(self) -> bool:
+        "fp16 loss scaling (fastai's `MixedPrecision`) is on: its scaled gradients overflow now and then, and it skips those steps"
+        s = getattr(self.learn, 'scaler', None)
+        return s is not None and s.is_enabled()
+
+    def after_loss(self):
+        # with loss scaling only the loss is checked; otherwise it waits for the gradients: one sync per step for both
+        if self._on and self._scaled() and len(self.learn.yb) and not torch.isfinite(self.learn.loss).all():
+            self._stop(f"The loss is {self.learn.loss.float().mean().item()}")
+
+    def after_backward(self):
+        if not self._on or self._scaled() or not len(self.learn.yb): return
+        loss, grads = self.learn.loss.detach().float().reshape(-1), [p.grad for p in self.learn.model.parameters() if p.grad is not None]
+        norms = [n.float().reshape(1).to(loss.device) for n in torch._foreach_norm(grads)] if grads else []
+        if torch.isfinite(torch.cat([loss, *norms])).all(): return
+        if not torch.isfinite(loss).all(): self._stop(f"The loss is {loss.mean().item()}")
+        # a Python loop only now: the first parameter whose gradient holds a NaN or an Inf (a norm may overflow where no element does)
+        for n, p in unwrap_model(self.learn.model).named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                self._stop(f"The gradient of `{n}` is not finite ({(~torch.isfinite(p.grad)).sum().item()} of its {p.grad.numel()} values)")
+
+    def before_step(self):
+        bad = [h['lr'] for h in self.learn.opt.hypers if 'lr' in h and not math.isfinite(float(h['lr']))]
+        if self._on and bad: self._stop(f"The learning rate is {bad[0]}")
+
+    def after_step(self):
+        # a scaler that skips step after step: the gradients are not finite even unscaled, and the weights no longer move
+        if self._on and self._scaled() and self.learn.scaler.get_scale() < self.min_scale:
+            self._stop(f"The fp16 grad scaler skipped step after step (its scale fell to {self.learn.scaler.get_scale():.3g}): the gradients are not finite")
+
+    def after_train(self):
+        # once per epoch: an update of finite gradients can still overflow the weights (at the last step nothing else would see it)
+        if self._on and not all(torch.isfinite(p).all() for p in self.learn.model.parameters()):
+            self._stop("The weights are not finite after the last step", weights_ok=False)
+
+# %% ../nbs/04_callback.ipynb #13079a88
+class CheckpointError(ValueError):
+    "A file given to `SSLLearner.load` that is not a complete, intact PyTorch checkpoint"
+
+_EOCD, _TAG = b'PK\x05\x06', b'ssl-sha256:'   # a zip archive's last record (22 bytes, a comment after it); our comment's start
+_CLEN = len(_TAG) + 64
+
+def _sha256(f, n:int) -> str:
+    "The SHA-256 of the first `n` bytes of the open file `f`"
+    h = hashlib.sha256(); f.seek(0)
+    while n > 0:
+        b = f.read(min(n, 1 << 20))
+        if not b: break
+        h.update(b); n -= len(b)
+    return h.hexdigest()
+
+def add_checksum(file):
+    "Write the SHA-256 of a `torch.save` file (a zip archive) into its zip comment, which `torch.load` ignores"
+    with open(file, 'rb+') as f:
+        n = f.seek(0, 2)
+        f.seek(n - 22); tail = f.read(22)
+        if n < 22 or tail[:4] != _EOCD or tail[20:] != b'\0\0': return   # not an archive that ends without a comment: leave it
+        digest = _sha256(f, n - 2).encode()
+        f.seek(n - 2); f.write(struct.pack('<H', _CLEN) + _TAG + digest)
+
+def check_checkpoint(file) -> Path:
+    "Raise `CheckpointError` unless `file` looks like a complete PyTorch checkpoint that matches its checksum (when `SSLLearner.save` wrote one)"
+    file = Path(file)
+    if not file.is_file(): raise FileNotFoundError(f"No checkpoint at {file}")
+    with open(file, 'rb') as f:
+        head, n = f.read(4), f.seek(0, 2)
+        if n == 0: raise CheckpointError(f"{file} is empty (0 bytes), not a checkpoint: a save killed before it wrote anything? Load an earlier checkpoint")
+        if head != b'PK\x03\x04':
+            if head[:1] == b'\x80': return file   # torch's legacy format (a pickle): nothing more to check before loading
+            raise CheckpointError(f"{file} is not a PyTorch checkpoint (`torch.save` writes a zip archive, this file starts with {head!r}): "
+                                  f"pass a file written by `learn.save`")
+        try: zipfile.ZipFile(f).close()
+        except zipfile.BadZipFile:
+            raise CheckpointError(f"{file} is truncated or damaged ({n} bytes): it starts as a PyTorch checkpoint but its end is missing "
+                                  f"(a copy or a save that did not finish?). Load an earlier checkpoint") from None
+        f.seek(n - 22 - _CLEN); tail = f.read()
+        if n < 22 + _CLEN or tail[:4] != _EOCD or tail[20:22] != struct.pack('<H', _CLEN) or tail[22:22+len(_TAG)] != _TAG:
+            return file   # no checksum: written by fastai's own `save` or `torch.save`
+        if _sha256(f, n - _CLEN - 2) != tail[22+len(_TAG):].decode(errors='replace'):
+            raise CheckpointError(f"{file} does not match the checksum `SSLLearner.save` wrote in it: it was damaged since it was saved "
+                                  f"(disk, transfer...). Load an earlier checkpoint")
+    return file
+
 # %% ../nbs/04_callback.ipynb #e871463d
 def _ssl_cbs(learn): return [cb for cb in learn.cbs if isinstance(cb, SSLCallback)]
 
@@ -330,16 +460,45 @@ def _no_loss(*args):
     raise ValueError("This Learner has no loss: add an SSL callback (e.g. `cbs=SimCLR(augs)`), which provides it, or pass `loss_func`")
 
 class SSLLearner(Learner):
-    "A `Learner` for SSL pretraining: the SSL callback provides the loss, and checkpoints are written atomically by the first process"
+    "A `Learner` for SSL pretraining: the SSL callback provides the loss, training stops at a NaN, resumes exactly, and files are written atomically by the first process"
     @delegates(Learner.__init__)
-    def __init__(self, dls, model, loss_func=None, *args, **kwargs): super().__init__(dls, model, ifnone(loss_func, _no_loss), *args, **kwargs)
+    def __init__(self, dls, model, loss_func=None, *args, check_finite:bool=True, exact_resume:bool=True, **kwargs):
+        super().__init__(dls, model, ifnone(loss_func, _no_loss), *args, **kwargs)
+        # added unless the user passed their own (one given to `fit` later wins too: these check `_auto` at `before_fit`)
+        for on, cls, make in ((check_finite, StopOnNonFinite, StopOnNonFinite), (exact_resume, SeedEpochs, partial(SeedEpochs, None))):
+            if on and not any(isinstance(c, cls) for c in self.cbs): cb = make(); cb._auto = True; self.add_cb(cb)
 
     @delegates(save_model)
     def save(self, file, **kwargs):
-        "Save the model (with its SSL state) and the optimizer to `self.path/self.model_dir/file`, as fastai does, but atomically"
+        "Save the model (with its SSL state) and the optimizer to `self.path/self.model_dir/file`, as fastai does, but atomically and with a checksum"
         if rank_distrib(): return self.path/self.model_dir/f'{file}.pth'   # only rank 0 writes (and creates folders)
         file = join_path_file(file, self.path/self.model_dir, ext='.pth')
-        return atomic_write(file, lambda f: save_model(f, self.model, getattr(self, 'opt', None), **kwargs))
+        def write(f): save_model(f, self.model, getattr(self, 'opt', None), **kwargs); add_checksum(f)
+        return atomic_write(file, write)
+
+    @delegates(load_model)
+    def load(self, file, device=None, **kwargs):
+        "fastai's `load`, after checking that `file` is a complete checkpoint that matches its checksum"
+        path = join_path_file(file, self.path/self.model_dir, ext='.pth')
+        distrib_barrier()   # rank 0 may be writing it
+        if isinstance(path, Path): check_checkpoint(path)
+        try: return super().load(file, device=device, **kwargs)
+        except (EOFError, pickle.UnpicklingError) as e:   # the legacy format, damaged
+            raise CheckpointError(f"{path} could not be read ({type(e).__name__}: {e}): it is truncated or damaged. Load an earlier checkpoint") from e
+
+    def export(self, fname='export.pkl', pickle_module=cloudpickle, pickle_protocol=2):
+        "fastai's `export` (the Learner without its data and optimizer state, for inference), written atomically"
+        if rank_distrib(): return
+        self._end_cleanup()
+        dls, state = self.dls, (self.opt.state_dict() if self.opt is not None else None)
+        self.dls, self.opt = dls.new_empty(), None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')   # PyTorch's warning that the model's source is not checked
+                atomic_write(self.path/fname, lambda f: torch.save(self, f, pickle_module=pickle_module, pickle_protocol=pickle_protocol))
+        finally:   # the Learner is whole again, even when the write failed
+            self.dls = dls; self.create_opt()
+            if state is not None: self.opt.load_state_dict(state)
 
 # %% ../nbs/04_callback.ipynb #e5b7a3f2
 def _safe_globals():
@@ -362,13 +521,32 @@ def convert_checkpoint(src, dst=None) -> Path:
     return atomic_write(dst, lambda f: torch.save(new, f))
 
 # %% ../nbs/04_callback.ipynb #4ee55184
+_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+def state_seed(model:nn.Module, epoch:int=0) -> int:
+    "A 32-bit seed made of `epoch` and every bit of `model`'s parameters and buffers (its SSL state too): what a checkpoint restores"
+    sums = [t.detach().reshape(-1).view(_INT[t.element_size()]).sum(dtype=torch.int64)   # integer sums: the same in any order of addition
+            for t in unwrap_model(model).state_dict().values() if isinstance(t, Tensor) and t.numel() and not t.is_complex()]
+    vals = torch.stack([s.to(sums[0].device) for s in sums]).tolist() if sums else []
+    return int.from_bytes(hashlib.sha256(np.array([epoch, *vals], dtype=np.int64).tobytes()).digest()[:4], 'little')
+
+def _seed_loader(dl, s:int):
+    "Seed the generator a fastai DataLoader shuffles with (a `DistributedDL`'s is that of the DataLoader it wraps)"
+    while dl is not None:
+        d = getattr(dl, '__dict__', {})
+        if isinstance(d.get('rng'), random.Random): return d['rng'].seed(s)
+        dl = d.get('dl')
+
 class SeedEpochs(Callback):
-    "Reseed torch, Python, NumPy and every DataLoader's own generator with `seed + epoch` at the start of each epoch"
-    order = -100
-    def __init__(self, seed=0): self.seed = seed
+    "Reseed torch, Python, NumPy and every DataLoader's own generator at the start of each epoch, from `seed + epoch` (`seed=None`: from the epoch and the model's state)"
+    order, _auto, _on = -100, False, True   # `_auto`: the one `SSLLearner` adds, which gives way to the user's own
+    def __init__(self, seed:int|None=0): self.seed = seed
+    def before_fit(self): self._on = not (self._auto and any(isinstance(c, SeedEpochs) and not c._auto for c in self.learn.cbs))
     def before_epoch(self):
-        set_seed(self.seed + self.epoch)
-        for dl in self.dls.loaders: dl.rng.seed(self.seed + self.epoch)
+        if not self._on: return
+        s = state_seed(self.learn.model, self.epoch) if self.seed is None else self.seed + self.epoch
+        set_seed(s)
+        for dl in self.dls.loaders: _seed_loader(dl, s)
 
 class _SaveAndStop(Callback):
     "Save after the first epoch and stop, as an interrupted run would"

@@ -6,21 +6,24 @@ Docs: https://self-supervised.github.io/self_supervised/cli.html.md"""
 
 # %% ../nbs/80_cli.ipynb #b06c9ace
 from __future__ import annotations
-import copy, json, time
+import copy, inspect, json, math, os, shlex, sys, tempfile, time
 from pathlib import Path
 import torch
 from fastcore.all import *
 from fastcore.script import call_parse, bool_arg
+from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle
 from .data import (fashion_mnist, ssl_dls, fmnist_stats, FMNIST_FILES, image_folder_dls, image_files, image_channels,
                                   as_tuples)
-from .layers import create_encoder, export_encoder
+from .layers import create_encoder, export_encoder, PoolingType
+from .callback import SSLCallback, SeedEpochs, NonFiniteError
 from .evaluation import evaluate_encoder
 from .visual import draw_view_grid
 from .registry import ALGOS, UNLABELLED, algo_images, ssl_args, ssl_learner, get_recipe
 
 # %% auto #0
-__all__ = ['FMNIST_NAMES', 'ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
+__all__ = ['FMNIST_NAMES', 'RUN', 'OUTPUTS', 'POOLS', 'check_args', 'run_folder', 'start_run', 'RunCheckpoint', 'resume_command',
+           'ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
 _all_ = ['ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']   # the registry's, imported from here by older code
@@ -94,6 +97,88 @@ def _plot(learn, cb, path, title):
     draw_view_grid(ax2, dl.one_batch()[0][:6], cb.aug_pipelines)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
+# %% ../nbs/80_cli.ipynb #c92bb40c
+RUN = 'run.json'
+OUTPUTS = (RUN, 'checkpoint.pth', 'encoder.safetensors', 'results.json')
+_HOW = ('out', 'resume', 'force', 'threads', 'workers')   # how a run is carried out, not what it computes
+
+_RULES = dict(   # argument: (the test of a given value, what it must be)
+    epochs=(lambda v: v >= 1, 'at least 1'),
+    bs=(lambda v: v >= 2, 'at least 2 (the methods compare the images of a batch)'),
+    lr=(lambda v: math.isfinite(v) and v > 0, 'a finite number above 0'),
+    temp=(lambda v: math.isfinite(v) and v > 0, 'a finite number above 0'),
+    min_scale=(lambda v: 0 < v <= 1, 'a fraction of the image area, in (0, 1]'),
+    width=(lambda v: v >= 1, 'at least 1'),
+    size=(lambda v: v >= 8, 'at least 8 (pixels)'),
+    n_train=(lambda v: v >= 1, 'at least 1'), n_test=(lambda v: v >= 1, 'at least 1'), n_probe=(lambda v: v >= 2, 'at least 2'),
+    valid_pct=(lambda v: 0 <= v < 1, 'a fraction in [0, 1)'), labelled=(lambda v: 0 <= v <= 1, 'a fraction in [0, 1]'),
+    threads=(lambda v: v >= 1, 'at least 1'), workers=(lambda v: v >= 0, 'at least 0'),
+)
+POOLS = tuple(v for k, v in vars(PoolingType).items() if not k.startswith('_') and isinstance(v, str))
+
+def _flag(k:str) -> str: return '--' + k.replace('_', '-')
+
+def check_args(given:dict):
+    "Refuse the values of `ssl_pretrain`'s arguments that cannot be right, naming the argument and what it must be"
+    for k, (ok, what) in _RULES.items():
+        v = given.get(k)
+        if v is not None and not ok(v): _fail(f"{_flag(k)} {v}: must be {what}")
+    if given['pool'] not in POOLS: _fail(f"--pool {given['pool']!r}: choose one of {', '.join(POOLS)}")
+    algo, spec = given['algo'], ALGOS[given['algo']]
+    if given['temp'] is not None and spec.temp is None: _fail(f"--temp: --algo {algo} has no temperature: leave --temp out")
+    if given['labelled'] is not None and not spec.labels: _fail(f"--labelled: --algo {algo} trains without labels: leave --labelled out")
+    if given['width'] is not None and given['arch'] != 'small_resnet': _fail(f"--width sets the width of small_resnet, not of --arch {given['arch']}: leave it out")
+
+def _what(given:dict) -> dict: return {k: v for k, v in given.items() if k not in _HOW}
+
+def _write_json(path:Path, d:dict):
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(d, indent=2)); os.replace(tmp, path)   # a run record is whole or absent
+
+def run_folder(given:dict) -> tuple:
+    "The run folder `--out`, checked writable, and the epochs its run finished (0 for a new run)"
+    out, resume, force = Path(given['out']), given['resume'], given['force']
+    if resume and force: _fail("--resume continues the run in --out, --force overwrites it: pass one of them")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out): pass
+    except OSError as e: _fail(f"--out {out}: cannot write there ({e.strerror or e}): pass a folder this run can write to")
+    if resume:
+        if not (out/RUN).exists(): _fail(f"--resume: {out} holds no run to resume (no {RUN}): leave --resume out to start one")
+        run = json.loads((out/RUN).read_text())
+        diff = [f"{_flag(k)}: {run['args'].get(k)!r} in the run, {v!r} now" for k, v in _what(given).items() if run['args'].get(k) != v]
+        if diff: _fail(f"--resume: the run in {out} was started with other arguments:\n  " + '\n  '.join(diff) +
+                       "\nresume with the run's arguments, or start a new run in another --out")
+        if run['finished']: _fail(f"--resume: the run in {out} finished its {run['epochs_done']} epochs: nothing to resume")
+        return out, run['epochs_done']
+    found = [f for f in OUTPUTS if (out/f).exists()]
+    if found and not force:
+        _fail(f"--out {out} holds the outputs of another run ({', '.join(found)}): pass another --out, --resume to continue "
+              f"that run, or --force to overwrite it")
+    return out, 0
+
+def start_run(out:Path, given:dict):
+    "A new run in `out`, once its data and model are ready: the outputs of an earlier one removed (`--force`), its record written"
+    for f in OUTPUTS: (out/f).unlink(missing_ok=True)
+    _write_json(out/RUN, dict(args=_what(given), epochs_done=0, finished=False))
+
+class RunCheckpoint(Callback):
+    "After each epoch: the learner saved to `checkpoint.pth` in the run folder, then the epochs finished in `run.json`"
+    order = 60   # after the Recorder
+    def __init__(self, out:Path, start:int=0): self.out, self.start = Path(out), start
+    def after_epoch(self):
+        if self.epoch < self.start: return   # an epoch of the checkpoint, skipped by `fit(start_epoch=...)`
+        self.learn.save('checkpoint', with_opt=True)
+        run = json.loads((self.out/RUN).read_text())
+        _write_json(self.out/RUN, dict(run, epochs_done=self.epoch + 1))
+
+def resume_command(given:dict) -> str:
+    "The command line that resumes the run of `given`"
+    defaults = {k: p.default for k, p in inspect.signature(ssl_pretrain).parameters.items()}
+    parts = [f"{_flag(k)} {shlex.quote(str(v).lower() if isinstance(v, bool) else str(v))}" for k, v in given.items()
+             if k not in ('resume', 'force', 'out') and v is not None and v != defaults.get(k)]
+    return ' '.join(['ssl-pretrain', *parts, '--out', shlex.quote(str(given['out'])), '--resume'])
+
 # %% ../nbs/80_cli.ipynb #a77e357a
 @call_parse
 def ssl_pretrain(
@@ -104,37 +189,41 @@ def ssl_pretrain(
     size:int=None,              # Size of the images and views (default: 28 on Fashion-MNIST, 64 for an image folder)
     n_in:int=None,              # Image folders: 1 (grey) or 3 (colour) channels (default: measured from the images)
     arch:str='small_resnet',    # Encoder: `small_resnet`, or a timm or fastai architecture name
-    width:int=16,               # Width of `small_resnet`
+    width:int=None,             # Width of `small_resnet` (default 16)
     pretrained_weights:str=None,  # A local weights file (safetensors or torch) to start the encoder from
     epochs:int=3,               # Training epochs
     bs:int=256,                 # Batch size
     lr:float=None,              # Maximum learning rate of the one-cycle schedule (default: the algorithm's, else 1e-2)
-    temp:float=None,            # Temperature of the loss (default: the recipe's)
+    temp:float=None,            # Temperature of the loss (default: the recipe's; only for the methods that have one)
     min_scale:float=0.4,        # Smallest crop, as a fraction of the image area
     blur:bool_arg=False,        # Gaussian blur in the augmentations (little detail to remove at 28 px)
-    pool:str='catavgmax',       # Encoder pooling: avg or catavgmax
+    pool:str='catavgmax',       # Encoder pooling: avg, max, catavgmax or fast (avgmax: timm encoders only)
     bn:bool_arg=True,           # Batch norm in the projection head
-    out:str='demo_out',         # Output directory for weights, plot and results
+    out:str='demo_out',         # The run folder: checkpoints, weights, plot and results
+    resume:bool_arg=False,      # Continue the interrupted run in --out from its last finished epoch (with the run's arguments)
+    force:bool_arg=False,       # Overwrite the outputs of an earlier run in --out
     n_train:int=None,           # Fashion-MNIST: number of training images (default: all 60,000)
     n_test:int=None,            # Fashion-MNIST: number of test images to evaluate on (default: all 10,000)
     n_probe:int=10000,          # Training images used to fit the linear probe
     labelled:float=None,        # Fashion-MNIST: fraction of training labels that SupCon and SupConMOCO see (default 0.1; the rest: class `UNLABELLED`)
     probe:bool_arg=True,        # Also fit a linear probe
     workers:int=None,           # Image folders: processes that read the images (default: fastai's, the number of CPUs)
-    seed:int=0,                 # Random seed
+    seed:int=0,                 # Random seed: the encoder's initialisation and each epoch's random state
     threads:int=None,           # Torch CPU threads (default: torch's choice)
 ):
     "Pretrain an SSL encoder on an image folder or Fashion-MNIST, export it, and print kNN and linear-probe accuracy next to the starting encoder's"
+    given = dict(locals())
     if algo not in ALGOS: _fail(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
-    if threads: torch.set_num_threads(threads)
+    check_args(given)
     spec, kind = ALGOS[algo], _data_kind(data)
     only = dict(fmnist=dict(n_train=n_train, n_test=n_test, labelled=labelled), folder=dict(eval_data=eval_data, valid_pct=valid_pct, n_in=n_in, workers=workers))
     for k, v in only['folder' if kind == 'fmnist' else 'fmnist'].items():   # an argument that does not apply is refused, not ignored
-        if v is not None: _fail(f"--{k.replace('_', '-')} applies to {'image folders' if kind == 'fmnist' else 'Fashion-MNIST'}, not to --data {data or 'fashion-mnist'}")
+        if v is not None: _fail(f"{_flag(k)} applies to {'image folders' if kind == 'fmnist' else 'Fashion-MNIST'}, not to --data {data or 'fashion-mnist'}")
     if pretrained_weights is not None and not Path(pretrained_weights).is_file(): _fail(f"--pretrained-weights {pretrained_weights}: no such file")
+    out, done = run_folder(given)
+    if threads: torch.set_num_threads(threads)
     temp, lr = ifnone(temp, spec.temp), ifnone(lr, ifnone(spec.lr, 1e-2))
     size = ifnone(size, 28 if kind == 'fmnist' else 64)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if kind == 'fmnist': dls, ev, what = _fmnist_run(data, algo, spec, size, bs, seed, n_train, n_test, labelled)
     else: dls, ev, what = _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, ifnone(valid_pct, 0.1), workers)
@@ -143,15 +232,26 @@ def ssl_pretrain(
                     min_scale=min_scale, blur=blur, pool=pool, bn=bn, pretrained_weights=pretrained_weights,
                     labelled=ifnone(labelled, 0.1) if spec.labels and kind == 'fmnist' else None)
     try: encoder = create_encoder(arch, n_in=n_channels, pool_type=pool, pretrained=pretrained_weights or False,
-                                  **({'width': width} if arch == 'small_resnet' else {}))
+                                  **({'width': ifnone(width, 16)} if arch == 'small_resnet' else {}))
     except (ValueError, KeyError, RuntimeError) as e: _fail(str(e))
     learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
     start = 'random' if pretrained_weights is None else 'initial'
     start_encoder = copy.deepcopy(learn.model.encoder)   # the model's own encoder (Split-Brain and CMC build theirs)
-    cb = learn.cbs[-1]
+    cb = next(c for c in learn.cbs if isinstance(c, SSLCallback))
+    if done: learn.load('checkpoint', with_opt=True); print(f"Resuming the run in {out} after epoch {done} of {epochs}")
+    else: start_run(out, given)
     t0 = time.time()
-    if spec.one_cycle: learn.fit_one_cycle(epochs, lr)
-    else: learn.fit(epochs, lr)
+    try:
+        with learn.added_cbs([SeedEpochs(seed), RunCheckpoint(out, done)]):
+            if spec.one_cycle: learn.fit_one_cycle(epochs, lr, start_epoch=done)
+            else: learn.fit(epochs, lr, start_epoch=done)
+    except KeyboardInterrupt:
+        n = json.loads((out/RUN).read_text())['epochs_done']
+        kept = f"{out/'checkpoint.pth'} holds its {n} finished epoch(s)" if n else "no epoch had finished"
+        print(f"\nInterrupted: {kept}. Continue with:\n  {resume_command(given)}", file=sys.stderr)
+        raise SystemExit(130)
+    except NonFiniteError as e:
+        _fail(f"{e}\nNo encoder was exported; the last finished epoch is in {out/'checkpoint.pth'}")
     train_s = time.time() - t0
     export_encoder(learn.model, out/'encoder.safetensors', algo=algo)
     _plot(learn, cb, out/f'{algo}.png', f"{algo} on {args.data}")
@@ -159,7 +259,8 @@ def ssl_pretrain(
     if ev is not None:
         ev = dict(ev, size=size, n_probe=n_probe, probe=probe, stats=None if spec.rgb else ev['stats'])
         res = {start: evaluate_encoder(start_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
-    (out/'results.json').write_text(json.dumps(dict(args=args, train_seconds=train_s, results=res, evaluation=what), indent=2))
+    _write_json(out/'results.json', dict(args=args, train_seconds=train_s, results=res, evaluation=what))
+    _write_json(out/RUN, dict(json.loads((out/RUN).read_text()), finished=True))
     print(f"\n{algo} on {args.data}: encoder {arch}, {epochs} epochs in {train_s:.0f}s")
     if res is None: print(what)
     else:

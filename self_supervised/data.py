@@ -25,9 +25,9 @@ from fastai.vision.augment import Resize
 # %% auto #0
 __all__ = ['FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_FMNIST', 'FMNIST_URL', 'fmnist_stats', 'read_idx', 'find_fashion_mnist',
            'fashion_mnist', 'download_fashion_mnist', 'missing_ssl_loss', 'TensorDL', 'check_batch_fits',
-           'check_train_batches', 'ssl_dls', 'fashion_mnist_dls', 'FolderImage', 'FolderImageBW', 'image_files',
-           'readable_images', 'folder_labels', 'image_channels', 'image_stats', 'image_folder_dls', 'ItemIndex',
-           'has_item_index', 'with_item_index', 'as_tuples']
+           'check_train_batches', 'check_image_range', 'check_images', 'ssl_dls', 'fashion_mnist_dls', 'FolderImage',
+           'FolderImageBW', 'image_files', 'readable_images', 'folder_labels', 'image_channels', 'image_stats',
+           'image_folder_dls', 'ItemIndex', 'has_item_index', 'with_item_index', 'as_tuples']
 
 # %% ../nbs/00_data.ipynb #886f48a4
 FMNIST_FILES = dict(train_x='train-images-idx3-ubyte.gz', train_y='train-labels-idx1-ubyte.gz',
@@ -43,7 +43,12 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dt
 def read_idx(fn) -> torch.Tensor:
     "Read an IDX file (optionally gzipped) into a tensor"
     fn = Path(fn)
-    data = (gzip.open if fn.suffix == '.gz' else open)(fn, 'rb').read()
+    try:
+        with (gzip.open if fn.suffix == '.gz' else open)(fn, 'rb') as f: data = f.read()
+    except (gzip.BadGzipFile, EOFError, OSError) as e:   # gzip's own messages do not name the file
+        if isinstance(e, FileNotFoundError): raise
+        raise ValueError(f"{fn} cannot be read as a gzipped IDX file ({type(e).__name__}: {e}): it is truncated or not gzip "
+                         f"(an unzipped file needs a name without .gz); download it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{fn} is not an IDX file (bad magic number {data[:4].hex()})")
     ndim = data[3]
@@ -150,9 +155,33 @@ def check_train_batches(dl):
     "The same check for any training loader (a `DataBlock`'s, a torch Dataset's...): it must make at least one batch"
     if len(dl) == 0: check_batch_fits(len(dl.dataset), dl.bs, 'The training loader')
 
+# %% ../nbs/00_data.ipynb #65fc0f02
+def _as_tensor(x): return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+def check_image_range(x, name:str='x', limit:float=10.):
+    "Warn if the float images `x` go above `limit`: they look like 0-255 values, which should be divided by 255"
+    if torch.is_tensor(x) and x.is_floating_point() and x.numel() and (m := float(x.max())) > limit:
+        warnings.warn(f"`{name}` holds float images with values up to {m:g}: images as floats must be in [0, 1]. "
+                      f"Divide by 255 (`{name} / 255`), or pass uint8 images, which are scaled for you", stacklevel=3)
+
+def check_images(x, name:str='x'):
+    "`x` as a tensor (numpy arrays are converted), with clear errors for channels-last images and images without a channel axis"
+    x = _as_tensor(x)
+    if not torch.is_tensor(x): raise TypeError(f"`{name}` must be a tensor or a numpy array of images (N, C, H, W), got {type(x).__name__}")
+    s = tuple(x.shape)
+    if x.ndim == 4 and s[-1] in (1, 3, 4) and s[1] not in (1, 3, 4):
+        raise ValueError(f"`{name}` has shape {s}, which looks channels-last (N, H, W, C): images are (N, C, H, W). "
+                         f"Permute it: `{name}.permute(0, 3, 1, 2)` (numpy: `{name}.transpose(0, 3, 1, 2)`)")
+    if x.ndim == 3 and s[1] == s[2] and s[1] > 4:
+        raise ValueError(f"`{name}` has shape {s}: square images without a channel axis. Add one: `{name}[:, None]` (N, 1, H, W)")
+    check_image_range(x, name)
+    return x
+
 # %% ../nbs/00_data.ipynb #54f449d2
 def ssl_dls(train_x, valid_x=None, train_y=None, valid_y=None, bs=256, device=None, with_idx=False, **kwargs) -> DataLoaders:
     "`DataLoaders` for SSL training: shuffled training batches (last one dropped), ordered validation batches; `with_idx` adds each training item's index to its batch"
+    train_x, train_y = check_images(train_x, 'train_x'), _as_tensor(train_y)
+    if valid_x is not None: valid_x, valid_y = check_images(valid_x, 'valid_x'), _as_tensor(valid_y)
     check_batch_fits(len(train_x), bs, '`train_x`')
     device = ifnone(device, default_device())
     trn = TensorDL(train_x, train_y, bs=bs, shuffle=True, device=device, with_idx=with_idx, **kwargs)

@@ -27,6 +27,7 @@ from fastai.metrics import accuracy
 from fastai.optimizer import Adam
 from .augmentations import NormalizeBatch
 from .layers import ssl_splitter
+from .losses.base import check_num
 
 # %% auto #0
 __all__ = ['ResizeBatch', 'eval_pipeline', 'as_labels', 'features_and_labels', 'extract_features', 'knn_predict', 'knn_accuracy',
@@ -261,6 +262,12 @@ def linear_probe(train_feats:Tensor, train_labels, test_feats:Tensor, test_label
         raise ImportError("`linear_probe` needs scikit-learn: pip install scikit-learn (or the `dev` extra)") from e
     if train_labels is None or test_labels is None: raise ValueError("`linear_probe` needs `train_labels` and `test_labels`")
     train_labels, test_labels = _class_ids(train_labels, 'train_labels'), _class_ids(test_labels, 'test_labels')
+    if len(train_feats) == 0 or len(test_feats) == 0:
+        raise ValueError(f"`linear_probe` got {len(train_feats)} training and {len(test_feats)} test samples: it needs at least one of each "
+                         f"(`n_probe=0`? pass `n_probe` >= 2, or `probe=False` to skip the probe)")
+    if len(np.unique(np.asarray(train_labels))) < 2:
+        raise ValueError(f"`linear_probe`: the {len(train_labels)} training samples are all of one class: a classifier needs at least "
+                         f"two (a larger `n_probe`, or shuffled data)")
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # convergence warnings at small max_iter are expected
@@ -321,6 +328,12 @@ def labelled_features(encoder:nn.Module, data, name:str, tfm=None, bs:int=512, p
 def evaluate_encoder(encoder:nn.Module, train_x, train_y=None, test_x=None, test_y=None, size=None, stats=None,
                      k=200, temp=0.1, n_probe=None, bs=512, probe=True, progress:bool=True) -> dict:
     "kNN accuracy (and linear-probe accuracy if `probe`) of a frozen encoder; the probe trains on the first `n_probe` samples"
+    for name, x in (('train_x', train_x), ('test_x', test_x)):   # e.g. `--n-test 0`: said before the features are computed
+        if isinstance(x, (Tensor, np.ndarray)) and len(x) == 0:
+            raise ValueError(f"`{name}` is empty: the evaluation needs at least one {'training' if name == 'train_x' else 'test'} image (`n_test=0`?)")
+    if probe and n_probe is not None and (not isinstance(n_probe, int) or n_probe < 2):
+        raise ValueError(f"`n_probe={n_probe!r}`: the linear probe trains on the first `n_probe` training images, at least 2 (of two classes); "
+                         f"pass `probe=False` to skip it")
     train, test = eval_sets(train_x, train_y, test_x, test_y)
     check_labelled(train, 'training set'); check_labelled(test, 'test set')   # before the long part
     tfm = eval_pipeline(size, stats)
@@ -431,6 +444,7 @@ def _accuracy(learn) -> float:
 def linear_probe_from_ssl(encoder:nn.Module, dls, n_classes:int|None=None, epochs:int=10, lr:float=1e-2, size=None, stats=None,
                           bn:bool=True, progress:bool=False, **kwargs) -> tuple:
     "Train a linear classifier on the frozen `encoder`'s features of the labelled `dls`: (validation accuracy, `Learner`)"
+    check_num(lr, 'lr', 'linear_probe_from_ssl', lo=0, lo_open=True)
     learn = classifier_learner(encoder, dls, n_classes, frozen=True, size=size, stats=stats, bn=bn, **kwargs)
     with _quiet(learn, progress): learn.fit_one_cycle(epochs, lr)
     return _accuracy(learn), learn
@@ -451,6 +465,7 @@ def fine_tune_from_ssl(encoder:nn.Module, dls, n_classes:int|None=None, epochs:i
                        progress:bool=False, **kwargs) -> tuple:
     "Fine-tune `encoder` and a linear head on the labelled `dls`, the encoder at a `lr_mult` times lower lr: (validation accuracy, `Learner`)"
     check_trainable(encoder)
+    for k, v in dict(base_lr=base_lr, lr_mult=lr_mult).items(): check_num(v, k, 'fine_tune_from_ssl', lo=0, lo_open=True)
     if epochs < 1: raise ValueError(f"`epochs={epochs}`: fine-tuning needs at least one epoch with the encoder unfrozen")
     learn = classifier_learner(encoder, dls, n_classes, frozen=False, size=size, stats=stats, bn=bn, **kwargs)
     with _quiet(learn, progress):

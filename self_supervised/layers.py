@@ -6,7 +6,7 @@ Docs: https://self-supervised.github.io/self_supervised/layers.html.md"""
 
 # %% ../nbs/02_layers.ipynb #4895a477
 from __future__ import annotations
-import difflib, importlib, inspect, json, os, ssl, tempfile, threading, urllib.error, urllib.request, warnings
+import difflib, hashlib, importlib, inspect, json, os, re, ssl, tempfile, threading, urllib.error, urllib.request, warnings
 from pathlib import Path
 from urllib.parse import urlparse
 import torch, timm
@@ -20,9 +20,10 @@ import fastai.vision.models.xresnet as fv_xresnet
 from . import __version__
 
 # %% auto #0
-__all__ = ['SMALL_RESNET_SRC', 'small_resnet', 'create_fastai_encoder', 'create_timm_encoder', 'create_encoder', 'encoder_nf',
-           'create_mlp_module', 'out_features', 'ssl_splitter', 'composite_encoder', 'atomic_write', 'export_encoder',
-           'encoder_metadata', 'load_encoder', 'PoolingType']
+__all__ = ['SMALL_RESNET_SRC', 'check_pool', 'small_resnet', 'create_fastai_encoder', 'create_timm_encoder', 'create_encoder',
+           'encoder_nf', 'create_mlp_module', 'out_features', 'ssl_splitter', 'composite_encoder', 'atomic_write',
+           'weights_sha256', 'check_finite_weights', 'export_encoder', 'encoder_metadata', 'load_encoder',
+           'PoolingType']
 
 # %% ../nbs/02_layers.ipynb #f63086fd
 mk_class('PoolingType', **{o: o.lower() for o in ['Fast', 'Avg', 'AvgMax', 'CatAvgMax', 'Max']},
@@ -44,21 +45,35 @@ def _arch_fn(name:str):
     f = _FASTAI_ARCHS.get(name) or getattr(fv_models, name, None)
     return f if callable(f) and not isinstance(f, type) else None
 
-def _pool(pool_type):
+_TIMM_POOLS = ('avg', 'max', 'catavgmax', 'avgmax', 'fast')
+_OWN_POOLS = ('avg', 'max', 'catavgmax', 'fast')   # 'fast' is timm's quicker mean: the same values as 'avg'
+
+def check_pool(pool_type, family:str='fastai'):
+    "Raise a clear error unless `pool_type` is a global pool that encoders of `family` ('timm', 'fastai', 'small_resnet') build"
+    ok = _TIMM_POOLS if family == 'timm' else _OWN_POOLS
+    if (pool_type is None and family == 'timm') or pool_type in ok: return pool_type
+    extra = (" (None: the model's own pooling)" if family == 'timm' else
+             "; 'avgmax' (the mean of avg and max) exists for timm encoders only" if pool_type == 'avgmax' else '')
+    raise ValueError(f"Unknown `pool_type={pool_type!r}` for a {family} encoder: choose one of {', '.join(map(repr, ok))}{extra}")
+
+def _pool(pool_type, family='fastai'):
+    check_pool(pool_type, family)
     if pool_type == PoolingType.CatAvgMax: return AdaptiveConcatPool2d(), 2
     if pool_type == PoolingType.Max: return nn.AdaptiveMaxPool2d(1), 1
     return nn.AdaptiveAvgPool2d(1), 1
 
 def _pool_name(pool_type) -> str:
-    "The pool `_pool` builds: 'catavgmax' (fastai's `AdaptiveConcatPool2d`: max, then avg), 'max', or 'avg' for all others"
+    "The pool `_pool` builds: 'catavgmax' (fastai's `AdaptiveConcatPool2d`: max, then avg), 'max', or 'avg' (for 'avg' and 'fast')"
     return pool_type if pool_type in (PoolingType.CatAvgMax, PoolingType.Max) else PoolingType.Avg
 
 # %% ../nbs/02_layers.ipynb #65bf8c31
 def small_resnet(n_in=1, width=16, pool_type=PoolingType.Avg) -> nn.Sequential:
     "Small encoder for 28-32 px images: three stages of two 3x3 conv-BN-ReLU (strides 1, 2, 2), then global pooling"
     c = lambda i, o, s=1: nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"`small_resnet`: `width` is the number of channels of the first stage, a positive int, got {width!r} (e.g. width=16)")
     w = width
-    pool, mult = _pool(pool_type)
+    pool, mult = _pool(pool_type, 'small_resnet')
     enc = nn.Sequential(c(n_in, w), c(w, w), c(w, 2*w, 2), c(2*w, 2*w), c(2*w, 4*w, 2), c(4*w, 4*w), pool, Flatten())
     enc.num_out_features = 4 * w * mult
     enc.encoder_spec = dict(source='small_resnet', arch='small_resnet', n_in=n_in, pool=_pool_name(pool_type), kwargs=dict(width=width))
@@ -76,8 +91,22 @@ def _read_weights(path, device=None, arg='path') -> dict:
                                 f"or `{arg}=True` for the published weights")
     if path.suffix == '.safetensors':
         from safetensors.torch import load_file
-        return load_file(path, device=str(device or 'cpu'))
-    return torch.load(path, map_location=device or 'cpu', weights_only=True)
+        try: return load_file(path, device=str(device or 'cpu'))
+        except Exception as e:   # e.g. a torch file renamed: safetensors only says 'HeaderTooLarge'
+            raise ValueError(f"`{arg}={str(path)!r}` is not a safetensors file ({type(e).__name__}: {e}): a file renamed to "
+                             f".safetensors? Give a torch file its own suffix (.pth), or write the weights with `export_encoder`") from None
+    try: sd = torch.load(path, map_location=device or 'cpu', weights_only=True)
+    except Exception as e:   # torch's advice (`weights_only=False`) would run the file's code: not for weights
+        raise ValueError(f"`{arg}={str(path)!r}` cannot be read as weights: it is neither a safetensors file nor a torch file of tensors "
+                         f"(a pickled model or Learner, `learn.export`'s .pkl? torch said {type(e).__name__}). Save the weights with "
+                         f"`export_encoder(model, 'encoder.safetensors')`") from None
+    if not isinstance(sd, dict): raise ValueError(f"`{arg}={str(path)!r}` holds a {type(sd).__name__}, not a state_dict (names to tensors): "
+                                                  f"save `model.state_dict()` or use `export_encoder`")
+    # `pretrained` takes the checkpoints `_unwrap` opens; an encoder file is its weights alone
+    if arg == 'path' and 'opt' in sd and isinstance(sd.get('model'), dict):
+        raise ValueError(f"`{arg}={str(path)!r}` is a training checkpoint of `learn.save` (the model and the optimiser state), not an "
+                         f"encoder's weights: `learn.load` it into its Learner, then `export_encoder(learn.model, 'encoder.safetensors')`")
+    return sd
 
 def _unwrap(sd:dict) -> dict:
     "The state_dict of a training checkpoint ({'model': sd} or {'state_dict': sd}), without DDP's `module.` prefix"
@@ -200,10 +229,11 @@ def _fastai_body(arch, n_in:int, pretrained, name:str) -> nn.Module:
 def create_fastai_encoder(arch, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgMax) -> nn.Module:
     "Encoder from a fastai/torchvision architecture function: its body, a global pool and a flatten (`pretrained`: True or a weights file)"
     name = next((n for n, f in _FASTAI_ARCHS.items() if f is arch), getattr(arch, '__name__', type(arch).__name__))
+    check_pool(pool_type, 'fastai')   # before the weights are read or downloaded
     body = _fastai_body(arch, n_in, pretrained, name)
     pool, mult = _pool(pool_type)
     enc = nn.Sequential(body, pool, Flatten())
-    enc.num_out_features = mult * _dummy_features(body, n_in)
+    enc.num_out_features = mult * _dummy_features(body, n_in, pooled=False)
     # only architectures found by name can be rebuilt from a file
     if _arch_fn(name) is arch: enc.encoder_spec = dict(source='fastai', arch=name, n_in=n_in, pool=_pool_name(pool_type), kwargs={})
     return enc
@@ -220,6 +250,7 @@ def _timm_pool(model) -> str|None:
 
 def create_timm_encoder(arch:str, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgMax, **kwargs) -> nn.Module:
     "Encoder from a timm model name: no classifier, the requested pooling where the model pools feature maps (`pretrained`: True or a weights file)"
+    check_pool(pool_type, 'timm')   # before the weights are read or downloaded
     sd = _timm_weights(arch, pretrained)
     kw = {**kwargs, 'pretrained_cfg_overlay': {**kwargs.get('pretrained_cfg_overlay', {}), 'state_dict': sd}} if sd is not None else kwargs
     try: model = timm.create_model(arch, pretrained=bool(pretrained), in_chans=n_in, num_classes=0, **kw)
@@ -259,18 +290,38 @@ def create_encoder(arch, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgM
                      f"See `timm.list_models('*{arch[:4]}*')` for timm names.")
 
 # %% ../nbs/02_layers.ipynb #02cbe727
-def _dummy_features(m, n_in=None):
-    n_in = ifnone(n_in, in_channels(m))
+def _no_pool(m, why:str) -> ValueError:
+    return ValueError(f"The encoder `{type(m).__name__}` {why}: it has no global pooling. Add one, "
+                      f"`nn.Sequential(encoder, nn.AdaptiveAvgPool2d(1), nn.Flatten())`, or build it with `create_encoder(arch, pool_type='avg')`")
+
+def _dummy_features(m, n_in=None, pooled=True):
+    "The number of features `m` outputs for images of `n_in` channels (`pooled`: one vector per image, else the channels of its feature maps)"
+    if n_in is None:
+        try: n_in = in_channels(m)
+        except StopIteration:   # fastai's `in_channels` finds no conv layer
+            raise ValueError(f"Cannot tell the feature size of the encoder `{type(m).__name__}`: it has no 2-D convolution to read its "
+                             f"input channels from. Give it the size of its output per image: `encoder.num_out_features = ...`") from None
     p = next(m.parameters(), None)
     dev, dt = (p.device, p.dtype) if p is not None else ('cpu', torch.float)
     was_training = m.training; m.eval()
     try:
+        outs = []
         for sz in (32, 64, 128, 224, 256, 384, 512):
             try:
                 with torch.no_grad(): out = m(torch.zeros(2, n_in, sz, sz, device=dev, dtype=dt))
-                return out.shape[1]
-            except Exception as e: err = e
-        raise err
+            except Exception as e: err = e; continue
+            if not pooled: return out.shape[1]
+            if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                what = f'shape {tuple(out.shape[1:])}' if isinstance(out, torch.Tensor) else f'a {type(out).__name__}'
+                raise _no_pool(m, f"outputs {what} per image (for {sz}x{sz} images), a feature map rather than a vector")
+            outs.append((sz, out.shape[1]))
+            # a model that flattens its feature maps has an output size that grows with the image: one more size tells
+            if len(outs) == 2 or sz == 512: break
+        if not outs: raise err
+        if len(outs) == 2 and outs[0][1] != outs[1][1]:
+            raise _no_pool(m, f"outputs {outs[0][1]} features for {outs[0][0]} px images but {outs[1][1]} for {outs[1][0]} px: "
+                              f"it flattens a feature map")
+        return outs[0][1]
     finally: m.train(was_training)
 
 def encoder_nf(encoder:nn.Module) -> int:
@@ -406,24 +457,59 @@ def _describe(enc:nn.Module) -> tuple:
                 kwargs=json.dumps(spec['kwargs']), num_features=_try(encoder_nf), rebuild=_recipe(spec)), sd
 
 # %% ../nbs/02_layers.ipynb #f658fe76
+def _umask() -> int:
+    try: return int(re.search(r'^Umask:\s*(\d+)', Path('/proc/self/status').read_text(), re.M).group(1), 8)   # Linux: no race
+    except Exception: m = os.umask(0o022); os.umask(m); return m
+
+def _fsync_dir(d):
+    try: fd = os.open(d, os.O_RDONLY)
+    except OSError: return   # Windows opens no folder: the rename is as durable as it gets there
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
 def atomic_write(path, write) -> Path:
-    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path`: a crash never leaves a half-written file"
+    "`write(tmp)` to a temporary file next to `path`, flushed to disk, then renamed to `path` with the mode the umask gives: a crash or a power cut leaves the old file or the new one"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would make every file private to its writer
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+    _fsync_dir(path.parent)
     return path
 
-def export_encoder(model:nn.Module, path, algo:str|None=None) -> Path:
-    "Save the weights of `model.encoder` (or of `model`) to `path` (.safetensors with metadata, or a torch state_dict), named as in the plain model"
+def weights_sha256(sd:dict) -> str:
+    "sha256 of the names, dtypes, shapes and bytes of the tensors of `sd`, in name order: what `export_encoder` writes and `load_encoder` checks"
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        v = sd[k].detach().cpu().contiguous()
+        h.update(f'{k}|{v.dtype}|{tuple(v.shape)}|'.encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b'')
+    return h.hexdigest()
+
+def check_finite_weights(sd:dict, what:str='the encoder'):
+    "Raise a clear error naming the first tensor of `sd` that holds NaN or Inf"
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            n = int((~torch.isfinite(v)).sum())
+            raise ValueError(f"The weight `{k}` of {what} holds {n} NaN or Inf value(s): training diverged (lower the learning rate, "
+                             f"check the data); export the weights of a checkpoint saved before it")
+
+def export_encoder(model:nn.Module, path, algo:str|None=None, checksum:bool=True) -> Path:
+    "Save the weights of `model.encoder` (or of `model`) to `path` (.safetensors with metadata and a `sha256` checksum, or a torch state_dict), named as in the plain model"
     enc = getattr(model, 'encoder', model)
     meta, sd = _describe(enc)
     sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    check_finite_weights(sd, f'the encoder exported to {path}')   # a NaN file would load silently and predict nothing
     if Path(path).suffix == '.safetensors':
         from safetensors.torch import save_file
         meta = dict(format=_FORMAT, library='self_supervised', version=__version__, algo=algo or '', **meta)
+        if checksum: meta['sha256'] = weights_sha256(sd)
         return atomic_write(path, lambda f: save_file(sd, f, metadata=meta))
     return atomic_write(path, lambda f: torch.save(sd, f))
 
@@ -459,6 +545,10 @@ def load_encoder(encoder, path=None, strict=True, device=None) -> nn.Module:
     if path is None: raise TypeError("`load_encoder(encoder, path)` needs the `path` of the weights")
     path = Path(path)
     sd = _read_weights(path, device)
+    want = encoder_metadata(path).get('sha256')   # files without a checksum (older, or `checksum=False`) load unchecked
+    if want and weights_sha256(sd) != want:
+        raise ValueError(f"The weights in `{path}` do not match the checksum written with them: the file was changed or damaged after "
+                         f"`export_encoder` wrote it. Export it again (or copy it again)")
     if encoder is None: encoder = _rebuild(path).to(device or 'cpu')
     encoder.load_state_dict(ifnone(_fit(sd, encoder), sd), strict=strict)
     return encoder

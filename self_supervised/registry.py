@@ -6,7 +6,7 @@ Docs: https://self-supervised.github.io/self_supervised/registry.html.md"""
 
 # %% ../nbs/09b_registry.ipynb #c572fa1f
 from __future__ import annotations
-import functools, importlib, inspect, pkgutil, re
+import difflib, functools, importlib, inspect, pkgutil, re, warnings
 from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 from typing import Callable
@@ -19,12 +19,13 @@ import self_supervised
 from .callback import SSLLearner, SSLCallback
 from .data import fmnist_stats, with_item_index, as_tuples, check_train_batches
 from .layers import create_encoder, ssl_splitter
-from .augmentations import get_multi_aug_pipelines
+from .augmentations import get_multi_aug_pipelines, check_size
+from .losses.base import check_num
 
 # %% auto #0
-__all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'UNLABELLED_NAMES', 'Recipe', 'register', 'recipes',
-           'UnknownAlgorithm', 'get_recipe', 'RecipeView', 'unsup_class_id', 'ssl_args', 'ssl_learner', 'image_views',
-           'algo_images', 'algorithm_table']
+__all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'UNLABELLED_NAMES', 'RUN_KEYS', 'Recipe', 'register',
+           'recipes', 'UnknownAlgorithm', 'get_recipe', 'RecipeView', 'unsup_class_id', 'recipe_keys', 'recipe_uses',
+           'ssl_args', 'ssl_learner', 'image_views', 'algo_images', 'algorithm_table']
 
 # %% ../nbs/09b_registry.ipynb #f3ad414c
 GROUPS = ('contrastive', 'memory bank', 'non-contrastive', 'clustering and distillation', 'feature maps', 'pretext',
@@ -53,6 +54,8 @@ class Recipe:
     def __post_init__(self):
         if self.group not in GROUPS: raise ValueError(f"Recipe `{self.title}`: `group` must be one of {GROUPS}, got {self.group!r}")
         if self.modality not in MODALITIES: raise ValueError(f"Recipe `{self.title}`: `modality` must be one of {MODALITIES}, got {self.modality!r}")
+        for k in ('temp', 'lr'):
+            if getattr(self, k) is not None: check_num(getattr(self, k), k, f'Recipe {self.title}', lo=0, lo_open=True)
     # the older registry held dicts (`ALGOS['moco']['temp']`, `spec.get('with_idx')`): the same reads keep working
     _OLD = dict(augs='views', cb='callback')
     def __getitem__(self, k): return getattr(self, self._OLD.get(k, k))
@@ -147,6 +150,52 @@ def _sequence_settings(dls, x, r:Recipe, kw:dict) -> AttrDict:
     return AttrDict(n_in=x.shape[1], n_frames=x.shape[-1], keypoints=None, pairs=[], bn=False, hidden=128, proj=64, width=32,
                     n_classes=max(2, int(ys.max()) + 1))
 
+RUN_KEYS = ('algo', 'data', 'arch', 'epochs', 'lr', 'pool', 'pretrained_weights', 'labelled', 'seed', 'width', 'out')
+_LAYOUT_KEYS = ('keypoints', 'pairs')   # describe the data (`ts_learner` passes them to every method): never warned about
+_ENCODER_KEYS = dict(image={'n_in'}, sequence={'n_in', 'width'})   # what `ssl_learner` builds the encoder with
+
+def _reads(f, seen:set) -> set:
+    "The settings `a.<key>` (or `a.get('key')`, `a['key']`) that the function `f` reads, and the functions it passes `a` to"
+    if f in seen or not callable(f): return set()
+    seen.add(f)
+    try: src = inspect.getsource(f)
+    except (OSError, TypeError): return set()
+    keys = set(re.findall(r"\ba\.(?!get\b)(\w+)", src)) | set(re.findall(r"\ba(?:\.get\(|\[)\s*['\"](\w+)", src))
+    g = getattr(f, '__globals__', {})
+    for n in re.findall(r"\b(\w+)\((?:[^()]*,\s*)?a\b", src):
+        if inspect.isfunction(g.get(n)): keys |= _reads(g[n], seen)
+    return keys
+
+_KEYS = {}
+def recipe_keys(algo:str) -> set:
+    "The settings the recipe `algo` reads (from its source): those of its model, views and callback, and those its encoder is built with"
+    r = get_recipe(algo)
+    fns = (r.model, r.views, r.callback)
+    if _KEYS.get(algo, (None,))[0] != fns: _KEYS[algo] = fns, set().union(*(_reads(f, set()) for f in fns)) | _ENCODER_KEYS[r.modality]
+    return _KEYS[algo][1]
+
+def recipe_uses(algo:str, key:str) -> bool:
+    "Whether the recipe `algo` uses the setting `key` (e.g. `recipe_uses('byol', 'temp')` is False): a CLI can leave out, or refuse, the others"
+    return key in recipe_keys(algo)
+
+def _check_settings(algo:str, r:Recipe, defaults:dict, kw:dict):
+    "Unknown keys are errors (a typo would be ignored); known ones `algo` does not use, set to another value than the default, a warning"
+    read = set().union(*(recipe_keys(n) for n, o in recipes(r.modality).items()))
+    known = set(defaults) | read | set(RUN_KEYS)
+    for k, v in kw.items():
+        if k not in known:
+            close = difflib.get_close_matches(k, sorted(known), n=3)
+            raise ValueError(f"Unknown setting `{k}` for `{algo}`" + (f" (did you mean {', '.join(f'`{c}`' for c in close)}?)" if close else '')
+                             + f": the settings are {', '.join(sorted(known))}")
+        if k in read and k not in _LAYOUT_KEYS and not recipe_uses(algo, k):
+            try: same = bool(defaults.get(k) == v)
+            except Exception: same = False
+            if not same: warnings.warn(f"`{algo}` does not use the setting `{k}={v!r}`: it is ignored (`recipe_uses({algo!r}, {k!r})` is False)", stacklevel=3)
+    for k in ('temp', 'lr'):
+        if k in kw: check_num(kw[k], k, 'ssl_args', lo=0, lo_open=True)
+    if 'min_scale' in kw: check_num(kw['min_scale'], 'min_scale', 'ssl_args', lo=0, hi=1, lo_open=True, what='the smallest crop area ')
+    if 'size' in kw: check_size(kw['size'])
+
 _DATA = dict(image=(4, '(B, C, H, W) images', _image_settings), sequence=(3, '(batch, features, frames) sequences', _sequence_settings))
 
 def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
@@ -159,6 +208,7 @@ def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
     kw = {k: v for k, v in {**ifnone(recipe, {}), **kwargs}.items() if v is not None}
     a = settings(dls, x, r, kw)
     a.update(temp=r.temp, n_items=len(dls.train.dataset), bs=dls.train.bs)
+    _check_settings(algo, r, a, kw)
     a.update(kw)
     return a
 

@@ -1,5 +1,5 @@
 "The `ssl-pretrain` command end to end on a small subset, and its errors"
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from self_supervised.cli import ssl_pretrain, ALGOS
@@ -53,3 +53,105 @@ def test_registry_builds_every_algo():
     from self_supervised.registry import recipes
     assert list(ALGOS) == list(recipes('image')) and len(ALGOS) >= 26
     for name, spec in ALGOS.items(): assert all(callable(f) for f in (spec.model, spec.views, spec.callback)), name
+
+# --- runs that are never lost: checkpoints, resume, run folders, non-finite losses, argument checks
+
+TINY = dict(n_train=256, bs=64, n_test=100, probe=False, threads=2)
+
+def fit_with(monkeypatch, cb):
+    "Make every `ssl_pretrain` learner carry the callback `cb` as well"
+    import self_supervised.cli as cli
+    real = cli.ssl_learner
+    def with_cb(*args, **kwargs):
+        learn = real(*args, **kwargs); learn.add_cb(cb); return learn
+    monkeypatch.setattr(cli, 'ssl_learner', with_cb)
+
+def weights(path):
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+@pytest.mark.parametrize('algo', ['simclr', 'moco'])
+def test_cli_resume_ends_like_an_uninterrupted_run(algo, tmp_path, monkeypatch, capsys):
+    from fastai.callback.core import Callback
+    straight = ssl_pretrain(algo=algo, epochs=2, out=str(tmp_path/'a'), **TINY)
+    class CtrlC(Callback):
+        def before_epoch(self):
+            if self.epoch == 1: raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        fit_with(m, CtrlC())
+        with pytest.raises(SystemExit) as e: ssl_pretrain(algo=algo, epochs=2, out=str(tmp_path/'b'), **TINY)
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert f"{tmp_path/'b'/'checkpoint.pth'} holds its 1 finished epoch(s)" in err
+    cmd = err.split('Continue with:')[1].strip()
+    assert cmd == f"ssl-pretrain {'' if algo == 'simclr' else f'--algo {algo} '}--epochs 2 --bs 64 --n-train 256 --n-test 100 --probe false --threads 2 --out {tmp_path/'b'} --resume"
+    run = json.loads((tmp_path/'b'/'run.json').read_text())
+    assert run['epochs_done'] == 1 and not run['finished'] and not (tmp_path/'b'/'encoder.safetensors').exists()
+    resumed = ssl_pretrain(algo=algo, epochs=2, out=str(tmp_path/'b'), resume=True, **TINY)
+    a, b = weights(tmp_path/'a'/'encoder.safetensors'), weights(tmp_path/'b'/'encoder.safetensors')
+    assert a.keys() == b.keys()
+    for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert resumed['random'] == straight['random'] and abs(resumed[algo]['knn'] - straight[algo]['knn']) < 0.02
+    assert json.loads((tmp_path/'b'/'run.json').read_text())['finished']
+
+def test_cli_run_folders(tmp_path, capsys):
+    "One run per folder: another run is refused unless --force; --resume only with the run's arguments and only if unfinished"
+    out = str(tmp_path/'run')
+    ssl_pretrain(epochs=1, out=out, **TINY)
+    before = weights(tmp_path/'run'/'encoder.safetensors')
+    with pytest.raises(SystemExit, match=r'holds the outputs of another run \(run.json, checkpoint.pth, encoder.safetensors, results.json\).*--force to overwrite it'):
+        ssl_pretrain(algo='byol', epochs=1, out=out, **TINY)
+    assert all(torch.equal(v, weights(tmp_path/'run'/'encoder.safetensors')[k]) for k, v in before.items())   # untouched
+    with pytest.raises(SystemExit, match='finished its 1 epochs: nothing to resume'): ssl_pretrain(epochs=1, out=out, resume=True, **TINY)
+    with pytest.raises(SystemExit, match=r"started with other arguments:\n  --algo: 'simclr' in the run, 'byol' now\n  --lr: None in the run, 0.002 now"):
+        ssl_pretrain(algo='byol', lr=2e-3, epochs=1, out=out, resume=True, **TINY)
+    with pytest.raises(SystemExit, match='pass one of them'): ssl_pretrain(out=out, resume=True, force=True)
+    with pytest.raises(SystemExit, match='holds no run to resume'): ssl_pretrain(out=str(tmp_path/'new'), resume=True)
+    ssl_pretrain(algo='byol', epochs=1, out=out, force=True, **TINY)
+    assert json.loads((tmp_path/'run'/'results.json').read_text())['args']['algo'] == 'byol'
+
+def test_cli_out_not_writable_fails_before_training(tmp_path):
+    (tmp_path/'file').write_text('')
+    import time; t0 = time.time()
+    with pytest.raises(SystemExit, match=r'--out .*file/run: cannot write there .*pass a folder this run can write to'):
+        ssl_pretrain(out=str(tmp_path/'file'/'run'), **TINY)
+    assert time.time() - t0 < 5   # no data read, nothing trained
+
+def test_cli_non_finite_stops_and_exports_nothing(tmp_path, monkeypatch):
+    from fastai.callback.core import Callback
+    class Poison(Callback):
+        "What a diverging run does: a weight becomes NaN after a few steps"
+        def after_step(self):
+            if self.train_iter == 2:
+                with torch.no_grad(): next(self.model.parameters()).fill_(float('nan'))
+    fit_with(monkeypatch, Poison())
+    with pytest.raises(SystemExit, match=r'(?s)No encoder was exported; the last finished epoch is in'):
+        ssl_pretrain(epochs=1, out=str(tmp_path), **TINY)
+    assert not (tmp_path/'encoder.safetensors').exists() and not (tmp_path/'results.json').exists()
+
+CLI_ARGS = [   # arguments, what the message must say
+    (dict(bs=0), r'--bs 0: must be at least 2'),
+    (dict(bs=-1), r'--bs -1: must be at least 2'),
+    (dict(epochs=0), r'--epochs 0: must be at least 1'),
+    (dict(epochs=-1), r'--epochs -1: must be at least 1'),
+    (dict(lr=float('nan')), r'--lr nan: must be a finite number above 0'),
+    (dict(lr=-1e-3), r'--lr -0.001: must be a finite number above 0'),
+    (dict(temp=float('inf')), r'--temp inf: must be a finite number above 0'),
+    (dict(algo='byol', temp=0.5), r'--temp: --algo byol has no temperature'),
+    (dict(labelled=0.5), r'--labelled: --algo simclr trains without labels'),
+    (dict(min_scale=2.), r'--min-scale 2.0: must be a fraction of the image area, in \(0, 1\]'),
+    (dict(width=0), r'--width 0: must be at least 1'),
+    (dict(arch='resnet18', width=32), r'--width sets the width of small_resnet, not of --arch resnet18'),
+    (dict(threads=-1), r'--threads -1: must be at least 1'),
+    (dict(n_test=0), r'--n-test 0: must be at least 1'),
+    (dict(n_probe=0), r'--n-probe 0: must be at least 2'),
+    (dict(size=4), r'--size 4: must be at least 8'),
+    (dict(pool='bogus'), r"--pool 'bogus': choose one of .*avg.*catavgmax"),
+]
+
+@pytest.mark.parametrize('args,msg', CLI_ARGS, ids=[' '.join(f'{k}={v}' for k, v in a.items()) for a, _ in CLI_ARGS])
+def test_cli_checks_arguments_before_reading_data(args, msg, no_fmnist):
+    "Checked first: a machine without the data still gets the argument's message"
+    with pytest.raises(SystemExit) as e: ssl_pretrain(out=str(no_fmnist/'out'), **args)
+    assert re.search(msg, str(e.value)), str(e.value)
+    assert not (no_fmnist/'out'/'run.json').exists()

@@ -153,7 +153,7 @@ def test_spec_survives_copies_pickles_and_ssl_models():
     spec = dict(source='small_resnet', arch='small_resnet', n_in=1, pool='catavgmax', kwargs={'width': 8})
     assert enc.encoder_spec == spec
     for e in (copy.deepcopy(enc), pickle.loads(pickle.dumps(enc)), create_simclr_model(enc, 16, 8).encoder): assert e.encoder_spec == spec
-    assert create_encoder('xresnet18', pool_type=PoolingType.AvgMax).encoder_spec['pool'] == 'avg'   # what the fastai pool is
+    with pytest.raises(ValueError, match='avgmax'): create_encoder('xresnet18', pool_type=PoolingType.AvgMax)   # timm's only: refused, not replaced
     assert copy_encoder(enc, 2).encoder_spec['n_in'] == 2 and enc.encoder_spec['n_in'] == 1
 
 def test_pth_and_older_files(tmp_path):

@@ -6,13 +6,13 @@ Docs: https://self-supervised.github.io/self_supervised/losses_base.html.md"""
 
 # %% ../../nbs/03a_losses_base.ipynb #88539157
 from __future__ import annotations
-import functools
+import functools, math, numbers
 import torch
 from torch import Tensor
 from fastcore.all import *
 
 # %% auto #0
-__all__ = ['check_pair', 'upcast', 'float32_loss', 'check_temp']
+__all__ = ['check_pair', 'upcast', 'float32_loss', 'check_num', 'check_temp']
 
 # %% ../../nbs/03a_losses_base.ipynb #66ecf23f
 def check_pair(z1:Tensor, z2:Tensor, fn:str, min_bs=2):
@@ -36,6 +36,24 @@ def float32_loss(f):
         with torch.autocast('cuda', enabled=False), torch.autocast('cpu', enabled=False): return f(*args, **kwargs)
     return _inner
 
-def check_temp(temp, fn:str):
-    "Raise a clear error, naming `fn`, unless the temperature `temp` is > 0"
-    if not temp > 0: raise ValueError(f"`{fn}`: the temperature `temp` must be > 0, got {temp}")
+def _range(lo, hi, lo_open, hi_open) -> str:
+    if hi is None: return f"{'>' if lo_open else '>='} {lo}"
+    if lo is None: return f"{'<' if hi_open else '<='} {hi}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+def check_num(x, name:str, fn:str, lo=None, hi=None, lo_open=False, hi_open=False, what:str='') -> float:
+    "`x` as a float; a clear error naming `fn` and the argument `name` unless it is a finite number within `lo`..`hi` (`*_open`: bound excluded)"
+    # a string ('0.5' from a config file) compares with nothing and a 0-d tensor silently keeps its device: refuse or convert them here
+    if isinstance(x, Tensor) and x.numel() == 1: x = x.item()
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"`{fn}`: {what}`{name}` must be a number, got {x!r} ({type(x).__name__})"
+                        + (f": pass `{name}={x.strip()}`, not a string" if isinstance(x, str) else ''))
+    x = float(x)
+    if not math.isfinite(x): raise ValueError(f"`{fn}`: {what}`{name}` must be a finite number, got {x}")
+    if (lo is not None and (x <= lo if lo_open else x < lo)) or (hi is not None and (x >= hi if hi_open else x > hi)):
+        raise ValueError(f"`{fn}`: {what}`{name}` must be {_range(lo, hi, lo_open, hi_open)}, got {x}")
+    return x
+
+def check_temp(temp, fn:str) -> float:
+    "Raise a clear error, naming `fn`, unless the temperature `temp` is a finite number > 0"
+    return check_num(temp, 'temp', fn, lo=0, lo_open=True, what='the temperature ')

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from fastcore.all import *
 from ..dist import gather
-from .base import check_pair, upcast, float32_loss
+from .base import check_pair, check_num, upcast, float32_loss
 
 # %% auto #0
 __all__ = ['negative_cosine_loss', 'barlow_twins_loss', 'vicreg_loss']
@@ -41,7 +41,7 @@ def _barlow_twins_loss(z1:Tensor, z2:Tensor, lambd:float, eps:float=1e-5) -> Ten
 
 def barlow_twins_loss(z1:Tensor, z2:Tensor, lambd:float=5e-3, eps:float=1e-5) -> Tensor:
     "Barlow Twins: cross-correlation of the batch-standardised views pushed to the identity, off-diagonal terms weighted by `lambd`"
-    if lambd < 0: raise ValueError(f"`barlow_twins_loss`: `lambd` must be >= 0, got {lambd}")
+    check_num(lambd, 'lambd', 'barlow_twins_loss', lo=0)
     return _barlow_twins_loss(z1, z2, lambd, eps)
 
 @float32_loss
@@ -58,5 +58,5 @@ def _vicreg_loss(z1:Tensor, z2:Tensor, sim_w:float, var_w:float, cov_w:float, ep
 
 def vicreg_loss(z1:Tensor, z2:Tensor, sim_w:float=25., var_w:float=25., cov_w:float=1., eps:float=1e-4) -> Tensor:
     "VICReg: `sim_w` x MSE invariance + `var_w` x variance hinge (std >= 1) + `cov_w` x off-diagonal covariance, on the global batch"
-    if min(sim_w, var_w, cov_w) < 0: raise ValueError(f"`vicreg_loss`: the weights must be >= 0, got sim_w={sim_w}, var_w={var_w}, cov_w={cov_w}")
+    for k, w in dict(sim_w=sim_w, var_w=var_w, cov_w=cov_w).items(): check_num(w, k, 'vicreg_loss', lo=0, what='the weight ')
     return _vicreg_loss(z1, z2, sim_w, var_w, cov_w, eps)

@@ -40,7 +40,8 @@ class CLIPTokenizer:
     "CLIP's BPE tokenizer with the vocabulary shipped in `open_clip` (offline): `<sot> ids <eot>` zero-padded to `context_length`"
     def __init__(self, context_length:int=77, truncate:bool=False):
         if not isinstance(context_length, int) or context_length < 3:
-            raise ValueError(f"`context_length` must be an int >= 3 (start token, one word, end token), got {context_length!r}")
+            raise ValueError(f"`context_length` must be an int >= 3 (start token, one word, end token), got {context_length!r}: "
+                             f"leave it out for CLIP's 77 tokens")
         self.context_length, self.truncate = context_length, truncate
         self._bpe, self._cache = _bpe(), {}
         self.sot, self.eot, self.vocab_size = self._bpe.sot_token_id, self._bpe.eot_token_id, self._bpe.vocab_size

@@ -199,6 +199,9 @@ class TSDL(TensorDL):
         if x.ndim != 3 and not kwargs.get('_empty'):
             raise ValueError(f"`TSDL` expects series shaped (n, features, frames), got {tuple(x.shape)}: "
                              f"add a feature axis for univariate series (`x[:, None]`)")
+        if x.ndim == 3 and 0 in x.shape[1:] and not kwargs.get('_empty'):   # the encoders would pool over nothing (NaN features)
+            raise ValueError(f"`TSDL`: the series have shape {tuple(x.shape)}: {'0 frames' if x.shape[2] == 0 else '0 features'} per clip. "
+                             f"Each clip needs at least one frame and one feature: check the slicing or the padding of the data")
         super().__init__(x, y, **kwargs)
     def create_batch(self, idxs):
         idxs = torch.as_tensor(idxs, dtype=torch.long)

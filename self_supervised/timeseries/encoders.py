@@ -76,6 +76,8 @@ class TSEncoder(nn.Module):
                    "e.g. `create_order_model(encoder)`" if x.ndim == 4 else
                    "add the missing axis (a univariate series is (batch, 1, frames))")
             raise ValueError(f"The encoder expects series (batch, {self.n_in} features, frames), got shape {tuple(x.shape)}: {fix}")
+        if x.shape[-1] == 0:   # the mean over no frames is NaN: said here rather than as NaN features
+            raise ValueError(f"The encoder got clips of 0 frames (shape {tuple(x.shape)}): each clip needs at least one frame")
     def first(self, x): "The stem's output: first-layer features (B, width, T)"; self._check(x); return self.stem(x)
     def frames(self, x): "Per-frame features (B, nf, T)"; return self.body(self.first(x))
     def pool_frames(self, h:Tensor) -> Tensor:
@@ -89,6 +91,7 @@ def create_ts_encoder(arch:str='tcn', n_in:int=1, width:int=64, n_layers:int|Non
                       kernel_size:int=3, n_heads:int=4, dropout:float=0.) -> TSEncoder:
     "A `TSEncoder` for `n_in` features: `arch='tcn'` (default 5 dilated layers) or `'transformer'` (default 2 layers)"
     if not isinstance(n_in, int) or n_in < 1: raise ValueError(f"`n_in` (the number of features per frame) must be an int >= 1, got {n_in!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1: raise ValueError(f"`width` (the channels of the encoder) must be an int >= 1, got {width!r}")
     stem = nn.Conv1d(n_in, width, 1)
     if arch == 'tcn': body = tcn_body(width, ifnone(n_layers, 5), kernel_size, dropout)
     elif arch == 'transformer': body = TransformerBody(width, ifnone(n_layers, 2), n_heads, dropout)

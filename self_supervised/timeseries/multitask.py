@@ -14,6 +14,7 @@ from fastai.torch_core import find_bs
 from fastai.metrics import Metric
 from ..callback import SSLCallback, unwrap_model
 from ..layers import create_mlp_module
+from ..losses.base import check_num
 from .encoders import TSEncoder, frame_mlp
 from .contrastive import TSTask
 from ..registry import register, Recipe
@@ -65,7 +66,8 @@ class MultiTask(SSLCallback):
             if not isinstance(t, TSTask): raise TypeError(f"`MultiTask`: task {n!r} is a {type(t).__name__}, not a sequence task (`TSTask`)")
         w = {n: weights for n in tasks} if isinstance(weights, (int, float)) else dict(weights)
         if set(w) != set(tasks): raise ValueError(f"`weights` names {sorted(w)} but the tasks are {sorted(tasks)}: give one weight per task (or one number)")
-        if any(v < 0 for v in w.values()) or main_weight < 0: raise ValueError(f"weights must be >= 0, got main_weight={main_weight}, weights={w}")
+        w = {n: check_num(v, f'weights[{n!r}]', 'MultiTask', lo=0) for n, v in w.items()}   # nan or a string would pass `< 0`
+        main_weight = check_num(main_weight, 'main_weight', 'MultiTask', lo=0)
         self.tasks, self.weights, self.main_weight, self.main_loss = dict(tasks), w, main_weight, main_loss
         self.aug_pipelines, self._n_in, self.parts = [], None, {}
         for n, t in self.tasks.items(): t._owner, t._owner_key = self, n   # a task's state, if any, is the model's `ssl_state_<name>`

@@ -11,6 +11,7 @@ from torch import nn
 from ..augmentations import views_aug_fn
 from ..losses import barlow_twins_loss
 from ..losses.non_contrastive import _barlow_twins_loss
+from ..losses.base import check_num
 from ..callback import CatViews
 from .simclr import SimCLRModel, create_simclr_model
 from ..registry import register, Recipe, image_views
@@ -30,7 +31,7 @@ class BarlowTwins(CatViews):
     n_views, min_bs = 2, 2
     def __init__(self, aug_pipelines, lmb=5e-3, print_augs=False):
         super().__init__(aug_pipelines, print_augs)
-        if lmb < 0: raise ValueError(f"BarlowTwins: `lmb` weighs the off-diagonal terms and must be >= 0, got {lmb}")
+        check_num(lmb, 'lmb', 'BarlowTwins', lo=0, what='the weight of the off-diagonal terms ')
         self.lmb = lmb
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)

@@ -11,6 +11,7 @@ from torch import nn
 from ..augmentations import views_aug_fn
 from ..losses import vicreg_loss
 from ..losses.non_contrastive import _vicreg_loss
+from ..losses.base import check_num
 from ..callback import CatViews
 from .simclr import SimCLRModel, create_simclr_model
 from ..registry import register, Recipe, image_views
@@ -30,7 +31,7 @@ class VICReg(CatViews):
     n_views, min_bs = 2, 2
     def __init__(self, aug_pipelines, sim_w=25., var_w=25., cov_w=1., print_augs=False):
         super().__init__(aug_pipelines, print_augs)
-        if min(sim_w, var_w, cov_w) < 0: raise ValueError(f"VICReg: the weights `sim_w`, `var_w`, `cov_w` must be >= 0, got {sim_w}, {var_w}, {cov_w}")
+        for k, w in dict(sim_w=sim_w, var_w=var_w, cov_w=cov_w).items(): check_num(w, k, 'VICReg', lo=0, what='the weight ')
         store_attr('sim_w,var_w,cov_w')
     def lf(self, pred, *yb):
         z1, z2 = pred.chunk(2)
