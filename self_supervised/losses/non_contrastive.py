@@ -35,9 +35,14 @@ def _barlow_twins_loss(z1:Tensor, z2:Tensor, lambd:float, eps:float=1e-5) -> Ten
     "`barlow_twins_loss` for a `lambd` the caller checked; the embeddings are checked at every call"
     check_pair(z1, z2, 'barlow_twins_loss')
     z1, z2 = gather(upcast(z1)), gather(upcast(z2))
-    std = lambda z: (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)   # BatchNorm1d(affine=False) in training
-    c = std(z1).T @ std(z2) / len(z1)
-    return (torch.diagonal(c) - 1).pow(2).sum() + lambd * _off_diagonal(c).pow(2).sum()
+    n = len(z1)
+    z1, z2 = z1 - z1.mean(0), z2 - z2.mean(0)
+    # BatchNorm1d(affine=False) in training, folded into the (D, D) product: dividing the (N, D) embeddings by their std
+    # would take another pass over each; c is the same
+    s1, s2 = torch.rsqrt(z1.pow(2).mean(0) + eps), torch.rsqrt(z2.pow(2).mean(0) + eps)
+    c = (z1.T @ z2) * (s1[:, None] * s2 / n)
+    d = torch.diagonal(c)
+    return (d - 1).pow(2).sum() + lambd * (c.pow(2).sum() - d.pow(2).sum())   # the off-diagonal terms, without copying them out
 
 def barlow_twins_loss(z1:Tensor, z2:Tensor, lambd:float=5e-3, eps:float=1e-5) -> Tensor:
     "Barlow Twins: cross-correlation of the batch-standardised views pushed to the identity, off-diagonal terms weighted by `lambd`"
