@@ -290,37 +290,45 @@ def create_encoder(arch, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgM
                      f"See `timm.list_models('*{arch[:4]}*')` for timm names.")
 
 # %% ../nbs/02_layers.ipynb #02cbe727
-def _no_pool(m, why:str) -> ValueError:
+def _no_pool(m, why:str, nd:int=2) -> ValueError:
     return ValueError(f"The encoder `{type(m).__name__}` {why}: it has no global pooling. Add one, "
-                      f"`nn.Sequential(encoder, nn.AdaptiveAvgPool2d(1), nn.Flatten())`, or build it with `create_encoder(arch, pool_type='avg')`")
+                      f"`nn.Sequential(encoder, nn.AdaptiveAvgPool{nd}d(1), nn.Flatten())`, or build it with `create_encoder(arch, pool_type='avg')`")
+
+_SIZES = {1: (32, 64, 128, 256, 512), 2: (32, 64, 128, 224, 256, 384, 512), 3: (16, 32, 64)}   # sequences, images, volumes
+
+def _input_shapes(m, n_in=None) -> list:
+    "Inputs (without the batch axis) that probe `m`: vectors for a first `Linear` layer, else sequences, images or volumes of growing size"
+    l = next((l for l in m.modules() if isinstance(l, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    if l is None:
+        raise ValueError(f"Cannot tell the feature size of the encoder `{type(m).__name__}`: it has no Linear or convolution layer to "
+                         f"read its input from. Give it the size of its output per sample: `encoder.num_out_features = ...`")
+    if isinstance(l, nn.Linear): return [(l.in_features,)]
+    nd = len(l.kernel_size)
+    return [(ifnone(n_in, l.in_channels), *[s] * nd) for s in _SIZES[nd]]
 
 def _dummy_features(m, n_in=None, pooled=True):
-    "The number of features `m` outputs for images of `n_in` channels (`pooled`: one vector per image, else the channels of its feature maps)"
-    if n_in is None:
-        try: n_in = in_channels(m)
-        except StopIteration:   # fastai's `in_channels` finds no conv layer
-            raise ValueError(f"Cannot tell the feature size of the encoder `{type(m).__name__}`: it has no 2-D convolution to read its "
-                             f"input channels from. Give it the size of its output per image: `encoder.num_out_features = ...`") from None
+    "The number of features `m` outputs per sample (`pooled`: one vector per sample, else the channels of its feature maps), from zeros shaped for its first layer"
     p = next(m.parameters(), None)
     dev, dt = (p.device, p.dtype) if p is not None else ('cpu', torch.float)
     was_training = m.training; m.eval()
     try:
-        outs = []
-        for sz in (32, 64, 128, 224, 256, 384, 512):
+        outs, shapes = [], _input_shapes(m, n_in)
+        for shape in shapes:
             try:
-                with torch.no_grad(): out = m(torch.zeros(2, n_in, sz, sz, device=dev, dtype=dt))
+                with torch.no_grad(): out = m(torch.zeros(2, *shape, device=dev, dtype=dt))
             except Exception as e: err = e; continue
             if not pooled: return out.shape[1]
+            sz = 'x'.join(map(str, shape[1:])) or str(shape[0])
             if not isinstance(out, torch.Tensor) or out.ndim != 2:
                 what = f'shape {tuple(out.shape[1:])}' if isinstance(out, torch.Tensor) else f'a {type(out).__name__}'
-                raise _no_pool(m, f"outputs {what} per image (for {sz}x{sz} images), a feature map rather than a vector")
+                raise _no_pool(m, f"outputs {what} per sample (for {sz} inputs), a feature map rather than a vector", max(len(shape) - 1, 1))
             outs.append((sz, out.shape[1]))
-            # a model that flattens its feature maps has an output size that grows with the image: one more size tells
-            if len(outs) == 2 or sz == 512: break
+            # a model that flattens its feature maps has an output size that grows with the input: one more size tells
+            if len(outs) == 2 or shape == shapes[-1]: break
         if not outs: raise err
         if len(outs) == 2 and outs[0][1] != outs[1][1]:
-            raise _no_pool(m, f"outputs {outs[0][1]} features for {outs[0][0]} px images but {outs[1][1]} for {outs[1][0]} px: "
-                              f"it flattens a feature map")
+            raise _no_pool(m, f"outputs {outs[0][1]} features for {outs[0][0]} inputs but {outs[1][1]} for {outs[1][0]}: "
+                              f"it flattens a feature map", len(shapes[0]) - 1)
         return outs[0][1]
     finally: m.train(was_training)
 

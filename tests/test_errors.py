@@ -78,10 +78,10 @@ CASES = [
     ('pool-bogus-timm', lambda: create_encoder('resnet18', n_in=1, pool_type='bogus'), ValueError, r"`pool_type='bogus'` for a timm encoder.*'avgmax'"),
     ('pool-avgmax-fastai', lambda: create_encoder('xresnet18', n_in=1, pool_type='avgmax'), ValueError, "'avgmax'.*exists for timm encoders only"),
     ('encoder-feature-map', lambda: encoder_nf(nn.Sequential(nn.Conv2d(1, 4, 3))), ValueError,
-     r'outputs shape \(4, 30, 30\) per image.*no global pooling.*AdaptiveAvgPool2d'),
+     r'outputs shape \(4, 30, 30\) per sample.*no global pooling.*AdaptiveAvgPool2d'),
     ('encoder-flattens-feature-map', lambda: create_simclr_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), 8, 4), ValueError,
      'it flattens a feature map: it has no global pooling'),
-    ('encoder-without-conv', lambda: encoder_nf(nn.Sequential(nn.Flatten(), nn.Linear(784, 8))), ValueError, 'num_out_features'),
+    ('encoder-without-layers', lambda: encoder_nf(nn.Sequential(nn.Identity())), ValueError, 'no Linear or convolution layer.*num_out_features'),
     ('ts-encoder-width-zero', lambda: create_ts_encoder(n_in=2, width=0), ValueError, '`width`.*>= 1, got 0'),
     ('ts-encoder-zero-frames', lambda: create_ts_encoder(n_in=2, width=8)(torch.randn(2, 2, 0)), ValueError, 'clips of 0 frames'),
     # data
