@@ -273,11 +273,18 @@ def create_timm_encoder(arch:str, n_in=3, pretrained=False, pool_type=PoolingTyp
 
 # %% ../nbs/02_layers.ipynb #7ce886aa
 def create_encoder(arch, n_in=3, pretrained=False, pool_type=PoolingType.CatAvgMax, **kwargs) -> nn.Module:
-    "An encoder from a timm name, a fastai/torchvision name or function, or an `nn.Module` (returned unchanged); `pretrained`: True or a weights file"
-    if isinstance(arch, nn.Module): return arch
+    "An encoder from a timm name, a fastai/torchvision name or function, an `nn.Module` class and its `kwargs`, or an `nn.Module` (returned unchanged); `pretrained`: True or a weights file"
+    if isinstance(arch, nn.Module):
+        if kwargs: raise TypeError(f"`create_encoder` got an encoder instance and the arguments {sorted(kwargs)}: an instance is used as it is; pass its class to build it with them")
+        return arch
+    if isinstance(arch, type) and issubclass(arch, nn.Module):   # nidl's `encoder=Class, encoder_kwargs={...}`: any modality, built as given
+        enc = arch(**kwargs)
+        return load_encoder(enc, pretrained) if pretrained else enc
     if not isinstance(n_in, int) or isinstance(n_in, bool) or n_in < 1:   # e.g. the older API's `create_encoder(arch, pretrained)`
         raise ValueError(f"`n_in` is the number of input channels, a positive int, got {n_in!r}: pass it by name, `create_encoder(arch, n_in=3)`")
-    if callable(arch): return create_fastai_encoder(arch, n_in, pretrained, pool_type)
+    if callable(arch):
+        if kwargs: raise TypeError(f"`create_encoder` got a fastai/torchvision architecture function and the arguments {sorted(kwargs)}, which it does not take: leave them out")
+        return create_fastai_encoder(arch, n_in, pretrained, pool_type)
     if not isinstance(arch, str): raise TypeError(f"`arch` must be a model name, an architecture function or an nn.Module, got {type(arch).__name__}")
     if arch in _LOCAL_ARCHS:
         if pretrained is True: raise ValueError(f"`{arch}` has no published weights: `pretrained` must be False or the path of a weights file")
