@@ -33,7 +33,7 @@ data:
 	fi
 
 demo: install data
-	$(VENV)/bin/ssl-pretrain --out demo_out
+	$(VENV)/bin/ssl-pretrain --out demo_out --force   # the demo's own run folder: each `make demo` replaces the last run
 
 # Fails if a command changes the notebooks, the library or the README
 SNAPSHOT = find nbs self_supervised README.md -type f -not -path '*/__pycache__/*' -not -path '*/.ipynb_checkpoints/*' | sort | xargs sha1sum | sha1sum
