@@ -10,7 +10,7 @@ import copy, inspect, json, math, os, shlex, sys, tempfile, time
 from pathlib import Path
 import torch
 from fastcore.all import *
-from fastcore.script import call_parse, bool_arg
+from fastcore.script import call_parse, bool_arg, store_true
 from fastai.callback.core import Callback
 from fastai.callback.schedule import fit_one_cycle
 from .data import (fashion_mnist, ssl_dls, fmnist_stats, FMNIST_FILES, image_folder_dls, image_files, image_channels,
@@ -200,8 +200,8 @@ def ssl_pretrain(
     pool:str='catavgmax',       # Encoder pooling: avg, max, catavgmax or fast (avgmax: timm encoders only)
     bn:bool_arg=True,           # Batch norm in the projection head
     out:str='demo_out',         # The run folder: checkpoints, weights, plot and results
-    resume:bool_arg=False,      # Continue the interrupted run in --out from its last finished epoch (with the run's arguments)
-    force:bool_arg=False,       # Overwrite the outputs of an earlier run in --out
+    resume:store_true=False,    # Continue the interrupted run in --out from its last finished epoch (with the run's arguments)
+    force:store_true=False,     # Overwrite the outputs of an earlier run in --out
     n_train:int=None,           # Fashion-MNIST: number of training images (default: all 60,000)
     n_test:int=None,            # Fashion-MNIST: number of test images to evaluate on (default: all 10,000)
     n_probe:int=10000,          # Training images used to fit the linear probe
