@@ -348,6 +348,10 @@ def check_queue_fits(cb:Callback, K, what:str='keys', per_item:int=1):
                          f"all processes, {n}): use K >= {n} (a multiple of it keeps batches contiguous in the queue)")
 
 # %% ../nbs/04_callback.ipynb #e10891fb
+def _gives_way(cb:Callback) -> bool:
+    "Whether `cb`, one that `SSLLearner` added (`_auto`), steps aside for one of the same kind the user gave"
+    return cb._auto and any(isinstance(c, type(cb)) and not c._auto for c in cb.learn.cbs)
+
 class NonFiniteError(RuntimeError):
     "Training met a NaN or an Inf (loss, gradient, learning rate or weights): raised by `StopOnNonFinite`; fastai lets it through `fit`"
 
@@ -362,7 +366,7 @@ class StopOnNonFinite(Callback):
     def __init__(self, min_scale:float=2.**-24): self.min_scale = min_scale
 
     def before_fit(self):
-        self._on = not (self._auto and any(isinstance(c, StopOnNonFinite) and not c._auto for c in self.learn.cbs))
+        self._on = not _gives_way(self)
         self._lr_find = any(isinstance(c, LRFinder) for c in self.learn.cbs)
 
     def _stop(self, what, weights_ok=True):
@@ -541,7 +545,7 @@ class SeedEpochs(Callback):
     "Reseed torch, Python, NumPy and every DataLoader's own generator at the start of each epoch, from `seed + epoch` (`seed=None`: from the epoch and the model's state)"
     order, _auto, _on = -100, False, True   # `_auto`: the one `SSLLearner` adds, which gives way to the user's own
     def __init__(self, seed:int|None=0): self.seed = seed
-    def before_fit(self): self._on = not (self._auto and any(isinstance(c, SeedEpochs) and not c._auto for c in self.learn.cbs))
+    def before_fit(self): self._on = not _gives_way(self)
     def before_epoch(self):
         if not self._on: return
         s = state_seed(self.learn.model, self.epoch) if self.seed is None else self.seed + self.epoch

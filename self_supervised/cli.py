@@ -33,6 +33,8 @@ FMNIST_NAMES = ('fashion-mnist', 'fashion_mnist', 'fmnist')
 
 def _fail(msg:str): raise SystemExit(msg)
 
+def _flag(k:str) -> str: return '--' + k.replace('_', '-')
+
 def _data_kind(data:str|None) -> str:
     "'fmnist' (the default, a name of it, or a folder with its IDX files) or 'folder' (anything else: an image folder, checked when read)"
     if data is None or data.lower() in FMNIST_NAMES: return 'fmnist'
@@ -63,11 +65,11 @@ def _folder_dls(path, algo, spec, n_in, arg='data', **kwargs):
     if spec.rgb:   # the Lab methods split colour from lightness: grey images have no colour to predict
         if n_in not in (None, 3): _fail(f"--algo {algo} learns from colour: --n-in must be 3, got {n_in}")
         try: grey = image_channels(image_files(path)) == 1
-        except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(f"--{arg.replace('_', '-')}: {e}")
+        except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(f"{_flag(arg)}: {e}")
         if grey: _fail(f"--algo {algo} learns from colour, and the images of {path} are grey: choose another --algo")
         n_in = 3
     try: return image_folder_dls(path, n_in=n_in, **kwargs)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(f"--{arg.replace('_', '-')}: {e}")
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e: _fail(f"{_flag(arg)}: {e}")
 
 def _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, valid_pct, workers):
     "Loaders of the image folder `data`, and evaluation sets from its labels or from `eval_data` (None: nothing to evaluate with, and why)"
@@ -115,8 +117,6 @@ _RULES = dict(   # argument: (the test of a given value, what it must be)
     threads=(lambda v: v >= 1, 'at least 1'), workers=(lambda v: v >= 0, 'at least 0'),
 )
 POOLS = tuple(v for k, v in vars(PoolingType).items() if not k.startswith('_') and isinstance(v, str))
-
-def _flag(k:str) -> str: return '--' + k.replace('_', '-')
 
 def check_args(given:dict):
     "Refuse the values of `ssl_pretrain`'s arguments that cannot be right, naming the argument and what it must be"
