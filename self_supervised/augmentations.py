@@ -8,6 +8,7 @@ Docs: https://self-supervised.github.io/self_supervised/augmentations.html.md"""
 from __future__ import annotations
 import inspect, math
 import torch
+import torch.nn.functional as F
 import kornia.augmentation as K
 from fastcore.all import *
 from fasttransform import Pipeline, Transform, DisplayedTransform
@@ -15,16 +16,30 @@ from fastai.vision.core import imagenet_stats
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['BatchAug', 'NormalizeBatch', 'check_size', 'check_crop_scale', 'get_batch_augs', 'get_multi_aug_pipelines',
-           'views_aug_fn', 'get_multi_crop_pipelines', 'assert_aug_pipelines']
+__all__ = ['check_rank', 'BatchAug', 'NormalizeBatch', 'check_size', 'check_crop_scale', 'get_batch_augs',
+           'get_multi_aug_pipelines', 'views_aug_fn', 'get_multi_crop_pipelines', 'assert_aug_pipelines', 'VectorAug',
+           'GaussianNoise', 'FeatureDropout', 'SwapFeatures', 'get_vector_augs', 'RandomResizedCrop3D',
+           'RandomIntensity', 'get_volume_augs', 'aug_pipelines_for', 'data_views', 'views_from_data']
 
 # %% ../nbs/01_augmentations.ipynb #ab25a8be
+_KINDS = {2: 'vectors (B, features)', 3: 'sequences (B, features, frames)', 4: 'images (B, C, H, W)', 5: 'volumes (B, C, D, H, W)'}
+_FOR = {2: '`get_vector_augs()`', 3: '`get_ts_aug_pipelines(n)` (`self_supervised.timeseries.augment`)', 4: '`get_batch_augs(size)`',
+        5: '`get_volume_augs(size)`'}
+
+def check_rank(x:Tensor, ndim:int, name:str):
+    "Raise a clear error, naming the pipeline that fits, unless the batch `x` has `ndim` axes"
+    if x.ndim == ndim: return
+    fix = (f": for {_KINDS[x.ndim]} use {_FOR[x.ndim]}, or `aug_pipelines_for(x, n)`, which picks the pipelines by the batch's rank"
+           if x.ndim in _KINDS else ": a batch is vectors (2 axes), sequences (3), images (4) or volumes (5)")
+    raise ValueError(f"{name} augments {_KINDS[ndim]}, but the batch has shape {tuple(x.shape)}{fix}")
+
 class BatchAug(DisplayedTransform):
-    "Wrap a kornia augmentation so it runs on a batch of any tensor type; `gray` replaces it on 1-channel batches (None skips)"
-    def __init__(self, aug, gray=...):
+    "Wrap a kornia augmentation so it runs on a batch (of `ndim` axes: 4 for images, 5 for volumes); `gray` replaces it on 1-channel images (None skips)"
+    def __init__(self, aug, gray=..., ndim:int=4):
         super().__init__()
-        self.aug, self.gray = aug, (aug if gray is ... else gray)
+        self.aug, self.gray, self.ndim = aug, (aug if gray is ... else gray), ndim
     def encodes(self, x:Tensor):
+        check_rank(x, self.ndim, type(self.aug).__name__)
         aug = self.gray if x.ndim == 4 and x.shape[1] == 1 else self.aug
         return x if aug is None else aug(x)
     def __repr__(self): return repr(self.aug)
@@ -127,3 +142,129 @@ def assert_aug_pipelines(aug_pipelines, n=None, name='aug_pipelines'):
         if p.split_idx != 0:
             raise ValueError(f"`{name}[{i}]` has split_idx={p.split_idx}; augmentation pipelines must be built with "
                              f"`Pipeline(tfms, split_idx=0)` so that their random transforms run")
+
+# %% ../nbs/01_augmentations.ipynb #d3f60c56
+class VectorAug(DisplayedTransform):
+    "Base of the augmentations of `(B, features)` vectors: `augment(x)` with per-sample random draws"
+    def encodes(self, x:Tensor): check_rank(x, 2, type(self).__name__); return self.augment(x)
+    def augment(self, x:Tensor) -> Tensor: raise NotImplementedError
+
+def _check_p(p, name):
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"`{name}` is a probability, in [0, 1], got {p!r}")
+
+class GaussianNoise(DisplayedTransform):
+    "Add N(0, `std`²) noise to every value of the samples chosen with probability `p` (any rank: vectors, volumes...)"
+    def __init__(self, std:float=0.1, p:float=1.):
+        super().__init__(); _check_p(p, 'p')
+        if not isinstance(std, (int, float)) or std < 0: raise ValueError(f"`std` is the noise's standard deviation, >= 0, got {std!r}")
+        self.std, self.p = std, p
+    def encodes(self, x:Tensor):
+        on = torch.rand((len(x),) + (1,) * (x.ndim - 1), device=x.device) < self.p
+        return x + on * self.std * torch.randn_like(x)
+
+class FeatureDropout(VectorAug):
+    "Set each feature of each sample to 0 with probability `p`"
+    def __init__(self, p:float=0.1): super().__init__(); _check_p(p, 'p'); self.p = p
+    def augment(self, x): return x.masked_fill(torch.rand_like(x) < self.p, 0.)
+
+class SwapFeatures(VectorAug):
+    "SCARF: replace each feature, with probability `p`, by the same feature of another random sample of the batch"
+    def __init__(self, p:float=0.3): super().__init__(); _check_p(p, 'p'); self.p = p
+    def augment(self, x):
+        other = x.gather(0, torch.randint(len(x), x.shape, device=x.device))   # row j_ik for feature k of sample i
+        return torch.where(torch.rand_like(x) < self.p, other, x)
+
+# %% ../nbs/01_augmentations.ipynb #83dc8c0a
+def get_vector_augs(noise:float=0.1, noise_p:float=0.8, drop_p:float=0.1, swap_p:float=0.3, stats=None, xtra_tfms=[]) -> Pipeline:
+    "A training `Pipeline` for `(B, features)` vectors: SCARF's feature swapping, feature dropout, Gaussian noise (0 turns one off), then `stats`"
+    tfms = [NormalizeBatch(*stats)] if stats is not None else []   # the corruptions assume standardised features
+    if swap_p: tfms.append(SwapFeatures(swap_p))
+    if drop_p: tfms.append(FeatureDropout(drop_p))
+    if noise: tfms.append(GaussianNoise(noise, noise_p))
+    return Pipeline(tfms + list(xtra_tfms), split_idx=0)
+
+# %% ../nbs/01_augmentations.ipynb #52a534d8
+def _size3(size, name='size') -> tuple:
+    s = (size,) * 3 if isinstance(size, int) and not isinstance(size, bool) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(s) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s):
+        raise ValueError(f"`{name}` is the side of the cubic views in voxels (an int) or (D, H, W), positive ints, got {size!r}")
+    return s
+
+class RandomResizedCrop3D(DisplayedTransform):
+    "A random box of a fraction `scale` of each volume (aspect ratios `ratio` per axis), resampled to `size` voxels, per sample"
+    def __init__(self, size, scale=(0.4, 1.), ratio=(3/4, 4/3)):
+        super().__init__()
+        check_crop_scale(scale, 'resize_scale')
+        self.size, self.scale, self.ratio = _size3(size), scale, ratio
+    def encodes(self, x:Tensor):
+        check_rank(x, 5, type(self).__name__)
+        b, dev = len(x), x.device
+        s = torch.empty(b, 1, device=dev).uniform_(*self.scale)
+        lr = torch.empty(b, 3, device=dev).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        lr = lr - lr.mean(1, keepdim=True)   # the three ratios multiply to 1: the box keeps the fraction s of the volume
+        side = (s.pow(1/3) * lr.exp()).clamp(max=1.)   # fractions of the (W, H, D) sides
+        centre = (torch.rand(b, 3, device=dev) * 2 - 1) * (1 - side)   # in [-1, 1] coordinates, the box inside the volume
+        theta = torch.cat([torch.diag_embed(side), centre[..., None]], 2)   # output coordinates -> input coordinates
+        grid = F.affine_grid(theta.to(x.dtype), (b, x.shape[1], *self.size), align_corners=False)
+        return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+
+class RandomIntensity(DisplayedTransform):
+    "Per sample, with probability `p`: contrast `a` in [1-`contrast`, 1+`contrast`] about the sample's mean, and a shift of `brightness` x its std"
+    def __init__(self, contrast:float=0.3, brightness:float=0.2, p:float=0.8):
+        super().__init__(); _check_p(p, 'p')
+        self.contrast, self.brightness, self.p = contrast, brightness, p
+    def encodes(self, x:Tensor):
+        shape, dims = (len(x),) + (1,) * (x.ndim - 1), tuple(range(1, x.ndim))
+        on = (torch.rand(shape, device=x.device) < self.p).to(x.dtype)
+        a = 1 + on * (torch.rand(shape, device=x.device) * 2 - 1) * self.contrast
+        b = on * (torch.rand(shape, device=x.device) * 2 - 1) * self.brightness
+        m, s = x.mean(dims, keepdim=True), x.std(dims, keepdim=True)
+        return m + a * (x - m) + b * s
+
+# %% ../nbs/01_augmentations.ipynb #7dbc8e60
+def get_volume_augs(size, resize_scale=(0.4, 1.), resize_ratio=(3/4, 4/3), flip_p:float=0.5, rotate_deg:float=15, rotate_p:float=0.3,
+                    contrast:float=0.3, brightness:float=0.2, intensity_p:float=0.8, noise:float=0.05, noise_p:float=0.3,
+                    stats=None, xtra_tfms=[]) -> Pipeline:
+    "A training `Pipeline` for `(B, C, D, H, W)` volumes: random resized crop to `size`, left-right flip, 3-D rotation, intensity, noise, `stats`"
+    tfms = [RandomResizedCrop3D(size, resize_scale, resize_ratio), BatchAug(K.RandomHorizontalFlip3D(p=flip_p), ndim=5)]
+    if rotate_deg and rotate_p: tfms.append(BatchAug(K.RandomAffine3D(rotate_deg, p=rotate_p), ndim=5))
+    if intensity_p: tfms.append(RandomIntensity(contrast, brightness, intensity_p))
+    if noise and noise_p: tfms.append(GaussianNoise(noise, noise_p))
+    if stats is not None: tfms.append(NormalizeBatch(*stats))
+    return Pipeline(tfms + list(xtra_tfms), split_idx=0)
+
+# %% ../nbs/01_augmentations.ipynb #1bcbd0ab
+def aug_pipelines_for(x:Tensor, n:int=2, **kwargs) -> list:
+    "`n` training pipelines for batches like `x`, by its rank: vectors, sequences, images or volumes (keyword arguments go to the builder)"
+    if not isinstance(x, Tensor): raise TypeError(f"`aug_pipelines_for` reads the rank of a batch: pass a tensor (e.g. `dls.one_batch()[0]`), got {type(x).__name__}")
+    if x.ndim == 3:
+        from self_supervised.timeseries.augment import get_ts_aug_pipelines   # the sequence pipelines live with the time-series code
+        return get_ts_aug_pipelines(n, **kwargs)
+    if x.ndim not in (2, 4, 5): check_rank(x, 4, '`aug_pipelines_for`')
+    kw = dict(stats=None) | kwargs
+    if x.ndim == 2: return [get_vector_augs(**kw) for _ in range(n)]
+    size = kw.pop('size', x.shape[-1] if x.ndim == 4 else tuple(x.shape[2:]))
+    return [(get_batch_augs if x.ndim == 4 else get_volume_augs)(size, **kw) for _ in range(n)]
+
+# %% ../nbs/01_augmentations.ipynb #739408df
+def data_views(n:int=2, augs=None) -> list:
+    "`n` pipelines whose views come from the data (view `i` is the batch's `i`-th tensor), each passed through `augs[i]` if given"
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"`n` is the number of views in each batch, a positive int, got {n!r}")
+    augs = [None] * n if augs is None else list(augs)
+    if len(augs) != n: raise ValueError(f"`augs` needs one pipeline (or None) per view: {n} views, got {len(augs)}")
+    res = []
+    for i, a in enumerate(augs):
+        p = Pipeline(list(a.fs) if isinstance(a, Pipeline) else list(ifnone(a, [])), split_idx=0)
+        p.view_idx = i   # read by `SSLCallback.before_batch`
+        res.append(p)
+    return res
+
+def views_from_data(aug_pipelines) -> bool:
+    "Whether `aug_pipelines` take their views from the data (`data_views`), with a clear error for a mix of both kinds"
+    idx = [getattr(p, 'view_idx', None) for p in aug_pipelines]
+    if all(i is None for i in idx): return False
+    if any(i is None for i in idx):
+        raise ValueError("`aug_pipelines` mixes pipelines that make views from the input with `data_views` ones that take them from "
+                         "the data: use `data_views(n, augs=...)` for all the views, or no `data_views` at all")
+    return True

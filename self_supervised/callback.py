@@ -20,7 +20,7 @@ from fastai.callback.tracker import TrackerCallback, SaveModelCallback
 from fastai.callback.schedule import LRFinder
 import fastai.callback.progress   # Learner.no_bar, used by check_resume
 from fastai.vision.learner import in_channels
-from .augmentations import assert_aug_pipelines
+from .augmentations import assert_aug_pipelines, views_from_data
 from .layers import atomic_write
 from .losses import upcast, float32_loss
 from .dist import world_size, gloo_broadcast
@@ -110,6 +110,7 @@ class SSLCallback(Callback):
     needs_item_index = False      # True where the loss reads each item's index in the batch (`with_item_index`)
     _state = ()                   # attribute names kept in the model's `SSLState`
     _owner = None                 # the `MultiTask` running this callback as one of its tasks, if any
+    from_data = False             # True with `data_views`: the views come in the batch
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -120,6 +121,7 @@ class SSLCallback(Callback):
         assert_aug_pipelines(aug_pipelines, self.n_views)
         if len(aug_pipelines) == 0: raise ValueError("`aug_pipelines` is empty: pass at least one pipeline")
         self.aug_pipelines, self._n_in, self._range_checked = list(aug_pipelines), None, False
+        self.from_data = views_from_data(self.aug_pipelines)   # `data_views`: the batch brings its views
         if print_augs:
             for p in self.aug_pipelines: print(p)
 
@@ -236,8 +238,8 @@ class SSLCallback(Callback):
             # stop rather than skip: one NaN in the weights ruins the run, and a skipped batch hides broken data
             raise ValueError(f"{type(self).__name__}: the input batch (iteration {getattr(self, 'iter', '?')}) contains NaN or Inf: "
                              f"check the data (e.g. `torch.isfinite(x).all()` over the dataset) and remove or repair those items")
+        if x.ndim != 4: return   # only images have a known range and channels to check against the encoder
         if not self._range_checked: check_image_range(x, 'the input batch'); self._range_checked = True   # once per fit: it syncs
-        if x.ndim != 4: return   # only images have channels to check against the encoder
         if self._n_in is None:
             try: self._n_in = in_channels(self.learn.model)
             except Exception: self._n_in = x.shape[1]   # no convolution to ask: nothing to check
@@ -245,12 +247,27 @@ class SSLCallback(Callback):
             raise ValueError(f"The batch has {x.shape[1]} channel(s) but the encoder expects {self._n_in}: "
                              f"create the encoder with `n_in={x.shape[1]}` (e.g. `create_encoder(arch, n_in={x.shape[1]})`)")
 
+    def _inputs(self, b:tuple) -> tuple:
+        "The batch's inputs (the first tensor, or the first `n` views with `data_views`), as floats and checked, and the targets after them"
+        if self.from_data and len(b) and isinstance(b[0], (list, tuple)): b = (*b[0], *b[1:])   # nidl's `([X1, X2], y)`
+        n = len(self.aug_pipelines) if self.from_data else 1
+        xs, rest = list(b[:n]), tuple(b[n:])
+        if self.from_data and (len(xs) < n or not all(isinstance(v, Tensor) and len(v) == len(xs[0]) for v in xs)):
+            raise ValueError(f"{type(self).__name__} takes its {n} views from the data (`data_views({n})`), but the batch is "
+                             f"{_describe(tuple(b))}: the loader must yield `(view_1, ..., view_{n}[, y])` or `([view_1, ..., view_{n}], y)`, "
+                             f"each view a tensor of the same number of items")
+        for i, v in enumerate(xs):
+            if isinstance(v, Tensor) and v.dtype == torch.uint8: xs[i] = v.float().div_(255.)   # images as bytes: [0, 1], as fastai's IntToFloatTensor
+            self._check_input(xs[i])
+        return xs, rest
+
     def before_batch(self):
-        x = self.learn.xb[0]
-        if x.dtype == torch.uint8: x = x.float().div_(255.)   # images as bytes (a plain torch Dataset): [0, 1], as fastai's IntToFloatTensor
-        self._check_input(x)
-        self.orig_x, self.orig_y = x, (self.learn.yb[0] if len(self.learn.yb) else None)
-        self.views = [aug(x) for aug in self.aug_pipelines]
+        xs, yb = self._inputs((*self.learn.xb, *self.learn.yb) if self.from_data else self.learn.xb[:1])
+        if not self.from_data: yb = self.learn.yb
+        x = xs[0]
+        self.orig_x, self.orig_y = x, (yb[0] if len(yb) else None)
+        self.learn.yb = tuple(yb)   # with views from the data: the targets after them (labels, item indices)
+        self.views = [aug(xs[getattr(aug, 'view_idx', 0)]) for aug in self.aug_pipelines]
         xb, yb = self.make_batch(self.views)
         if len(x) < self.min_bs:
             if self.training:
@@ -270,9 +287,14 @@ class SSLCallback(Callback):
     def show(self, n=1, x=None, figsize=None):
         "Show `n` images of a batch (the first training batch if `x` is None) next to each of their views"
         import matplotlib.pyplot as plt
-        if x is None: x = self.learn.dls.train.one_batch()[0]
-        x = x[:n]
-        cols = [x] + decoded_views(x, self.aug_pipelines)
+        if self.from_data:   # the views are the data's: show them (through their pipelines), with no input column
+            if x is None: x = tuple(self.learn.dls.train.one_batch())
+            xs, _ = self._inputs(tuple(x))
+            cols = [p.decode(p(v[:n])).clamp(0, 1) for p, v in zip(self.aug_pipelines, xs)]
+        else:
+            if x is None: x = self.learn.dls.train.one_batch()[0]
+            x = x[:n]
+            cols = [x] + decoded_views(x, self.aug_pipelines)
         nv = len(cols)
         fig, axs = plt.subplots(n, nv, figsize=ifnone(figsize, (1.6*nv, 1.6*n)), squeeze=False)
         for j, col in enumerate(cols):
@@ -282,7 +304,7 @@ class SSLCallback(Callback):
                 if img.shape[0] == 1: ax.imshow(img[0], cmap='gray', vmin=0, vmax=1)
                 else: ax.imshow(img[:3].permute(1, 2, 0))
                 ax.set_axis_off()
-                if i == 0: ax.set_title('input' if j == 0 else f'view {j}', fontsize=8)
+                if i == 0: ax.set_title(f'view {j + self.from_data}' if j or self.from_data else 'input', fontsize=8)
         fig.tight_layout()
         return fig
 

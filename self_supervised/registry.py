@@ -19,13 +19,14 @@ import self_supervised
 from .callback import SSLLearner, SSLCallback
 from .data import fmnist_stats, with_item_index, as_tuples, check_train_batches
 from .layers import create_encoder, ssl_splitter
-from .augmentations import get_multi_aug_pipelines, check_size
+from .augmentations import get_multi_aug_pipelines, check_size, aug_pipelines_for
+from .training import WarmupCosine
 from .losses.base import check_num
 
 # %% auto #0
-__all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'UNLABELLED_NAMES', 'RUN_KEYS', 'Recipe', 'register',
-           'recipes', 'UnknownAlgorithm', 'get_recipe', 'RecipeView', 'unsup_class_id', 'recipe_keys', 'recipe_uses',
-           'ssl_args', 'ssl_learner', 'image_views', 'algo_images', 'algorithm_table']
+__all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'UNLABELLED_NAMES', 'RUN_KEYS', 'FIT_KEYS', 'Recipe',
+           'register', 'recipes', 'UnknownAlgorithm', 'get_preset', 'get_recipe', 'RecipeView', 'unsup_class_id',
+           'recipe_keys', 'recipe_uses', 'ssl_args', 'ssl_learner', 'image_views', 'algo_images', 'algorithm_table']
 
 # %% ../nbs/09b_registry.ipynb #f3ad414c
 GROUPS = ('contrastive', 'memory bank', 'non-contrastive', 'clustering and distillation', 'feature maps', 'pretext',
@@ -49,6 +50,8 @@ class Recipe:
     lr: float|None = None               # its own learning rate (None: the common 1e-2)
     one_cycle: bool = True              # False: a flat learning rate
     opt_func: Callable|None = None      # its own optimiser (None: Adam)
+    any_rank: bool = False              # its model and loss take any input: vectors (B, F) and volumes (B, C, D, H, W) too
+    presets: dict = field(default_factory=dict)   # named settings, e.g. a seed system's defaults: `ssl_learner(dls, algo, recipe='nidl')`
     name: str = ''                      # set by `register`
 
     def __post_init__(self):
@@ -108,6 +111,14 @@ class UnknownAlgorithm(KeyError, ValueError):
     "A name that no recipe has (a `KeyError` for mappings, a `ValueError` for arguments)"
     def __str__(self): return self.args[0]
 
+def get_preset(algo:str, name:str) -> dict:
+    "The settings of the preset `name` of the recipe `algo` (e.g. `get_preset('dcl', 'nidl')`), with a clear error for an unknown one"
+    r = get_recipe(algo)
+    if name not in r.presets:
+        raise ValueError(f"`{algo}` has no preset {name!r}: " + (f"its presets are {', '.join(map(repr, r.presets))}" if r.presets else "it has none")
+                         + "; or pass the settings as a dict, `recipe=dict(...)`")
+    return dict(r.presets[name])
+
 def get_recipe(algo:str, modality:str|None=None) -> Recipe:
     "The recipe registered as `algo` (of `modality`, if given), with a clear error for an unknown name"
     rs = recipes(modality)
@@ -137,11 +148,12 @@ def unsup_class_id(vocab=None) -> int|None:
 
 def _image_settings(dls, x, r:Recipe, kw:dict) -> AttrDict:
     n_in = kw.get('n_in', x.shape[1])
-    # statistics measured from the data travel with its loaders (`image_folder_dls`); else Fashion-MNIST's or ImageNet's
-    stats = dls.__dict__.get('stats') or (fmnist_stats if n_in == 1 else imagenet_stats)
+    # statistics measured from the data travel with its loaders (`image_folder_dls`); else Fashion-MNIST's or ImageNet's for images,
+    # and none for vectors and volumes, whose scale only the data knows
+    stats = dls.__dict__.get('stats') or ((fmnist_stats if n_in == 1 else imagenet_stats) if x.ndim == 4 else None)
     vocab = getattr(dls, 'vocab', None)   # the class names of labelled fastai loaders (an image folder's subfolders)
-    return AttrDict(size=x.shape[-1], n_in=n_in, min_scale=0.4, blur=False, bn=True, stats=stats, vocab=vocab,
-                    unsup_class_id=unsup_class_id(vocab))
+    return AttrDict(size=x.shape[-1] if x.ndim == 4 else tuple(x.shape[2:]), n_in=n_in, min_scale=0.4, blur=False, bn=True, stats=stats,
+                    vocab=vocab, unsup_class_id=unsup_class_id(vocab), hidden=256, proj=128, rank=x.ndim, item_shape=tuple(x.shape[1:]))
 
 def _sequence_settings(dls, x, r:Recipe, kw:dict) -> AttrDict:
     from self_supervised.timeseries.data import check_keypoints
@@ -151,6 +163,7 @@ def _sequence_settings(dls, x, r:Recipe, kw:dict) -> AttrDict:
                     n_classes=max(2, int(ys.max()) + 1))
 
 RUN_KEYS = ('algo', 'data', 'arch', 'epochs', 'lr', 'pool', 'pretrained_weights', 'labelled', 'seed', 'width', 'out')
+FIT_KEYS = ('lr', 'wd', 'warmup_epochs')   # the settings `ssl_learner` gives the `Learner`: its rate, weight decay and schedule
 _LAYOUT_KEYS = ('keypoints', 'pairs')   # describe the data (`ts_learner` passes them to every method): never warned about
 _ENCODER_KEYS = dict(image={'n_in'}, sequence={'n_in', 'width'})   # what `ssl_learner` builds the encoder with
 
@@ -181,7 +194,7 @@ def recipe_uses(algo:str, key:str) -> bool:
 def _check_settings(algo:str, r:Recipe, defaults:dict, kw:dict):
     "Unknown keys are errors (a typo would be ignored); known ones `algo` does not use, set to another value than the default, a warning"
     read = set().union(*(recipe_keys(n) for n, o in recipes(r.modality).items()))
-    known = set(defaults) | read | set(RUN_KEYS)
+    known = set(defaults) | read | set(RUN_KEYS) | set(FIT_KEYS)
     for k, v in kw.items():
         if k not in known:
             close = difflib.get_close_matches(k, sorted(known), n=3)
@@ -198,13 +211,23 @@ def _check_settings(algo:str, r:Recipe, defaults:dict, kw:dict):
 
 _DATA = dict(image=(4, '(B, C, H, W) images', _image_settings), sequence=(3, '(batch, features, frames) sequences', _sequence_settings))
 
-def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
-    "The settings of `algo`'s recipe on `dls`: the defaults and what the data tells, overridden by `recipe` and `kwargs`"
+def _check_rank(algo:str, r:Recipe, x):
+    ndim, what, _ = _DATA[r.modality]
+    if x.ndim == ndim or (r.any_rank and x.ndim in (2, 5)): return
+    if r.modality == 'image' and x.ndim in (2, 5):
+        anys = [n for n, o in recipes('image').items() if o.any_rank]
+        raise ValueError(f"`{algo}` trains on {what} only, and the batches of `dls` have shape {tuple(x.shape)} ({'vectors' if x.ndim == 2 else 'volumes'}): "
+                         f"the methods for any input are {', '.join(anys)}")
+    raise ValueError(f"`{algo}` trains on {what}: the batches of `dls` have shape {tuple(x.shape)}")
+
+def ssl_args(dls, algo:str, recipe:dict|str|None=None, **kwargs) -> AttrDict:
+    "The settings of `algo`'s recipe on `dls`: the defaults and what the data tells, overridden by `recipe` (settings, or a preset's name) and `kwargs`"
     r = get_recipe(algo)
-    ndim, what, settings = _DATA[r.modality]
+    settings = _DATA[r.modality][2]
     check_train_batches(dls.train)
     x = as_tuples(dls).train.one_batch()[0]
-    if x.ndim != ndim: raise ValueError(f"`{algo}` trains on {what}: the batches of `dls` have shape {tuple(x.shape)}")
+    _check_rank(algo, r, x)
+    if isinstance(recipe, str): recipe = get_preset(algo, recipe)
     kw = {k: v for k, v in {**ifnone(recipe, {}), **kwargs}.items() if v is not None}
     a = settings(dls, x, r, kw)
     a.update(temp=r.temp, n_items=len(dls.train.dataset), bs=dls.train.bs)
@@ -215,26 +238,38 @@ def ssl_args(dls, algo:str, recipe:dict|None=None, **kwargs) -> AttrDict:
 # %% ../nbs/09b_registry.ipynb #cf973f6c
 def _encoder(r:Recipe, arch, a:AttrDict) -> nn.Module:
     if isinstance(arch, nn.Module): return arch
+    if r.modality == 'image' and a.rank != 4:   # no architecture by name reads vectors or volumes
+        if isinstance(arch, type) and issubclass(arch, nn.Module): return create_encoder(arch)
+        raise ValueError(f"`arch`: {'vectors' if a.rank == 2 else 'volumes'} need your encoder, a module or an `nn.Module` class "
+                         f"(e.g. an MLP, a 3-D CNN), got {arch!r}: the architectures by name read images")
     if r.modality == 'image': return create_encoder(ifnone(arch, 'small_resnet'), n_in=a.n_in)
     from self_supervised.timeseries.encoders import create_ts_encoder
     return create_ts_encoder(ifnone(arch, 'tcn'), n_in=a.n_in, width=a.width)
 
-def ssl_learner(dls, algo, arch=None, recipe:dict|None=None, model:nn.Module|None=None, **kwargs) -> SSLLearner:
-    "`SSLLearner` pretraining on `dls` with the recipe named `algo` (an encoder from `arch`: a name or a module), or with the SSL callback `algo` and your `model`"
+def ssl_learner(dls, algo, arch=None, recipe:dict|str|None=None, model:nn.Module|None=None, **kwargs) -> SSLLearner:
+    "`SSLLearner` pretraining on `dls` with the recipe named `algo` (an encoder from `arch`: a name, a module or a class), or with the SSL callback `algo` and your `model`"
+    fit = {}
     if isinstance(algo, SSLCallback):
         if model is None: raise ValueError(f"`ssl_learner` with a {type(algo).__name__} callback needs its `model` (e.g. `create_simclr_model(create_encoder(arch))`)")
+        if recipe is not None: raise ValueError("`recipe` holds the settings of a registered method: with your own callback, set them on it")
         cb, opt_func = algo, Adam
     else:
         if model is not None: raise ValueError("`model` goes with a callback; a recipe builds its own model around `arch`")
         r, a = get_recipe(algo), ssl_args(dls, algo, recipe)
         model, cb, opt_func = r.model(_encoder(r, arch, a), a), r.callback(r.views(a), a), ifnone(r.opt_func, Adam)
+        fit = {k: v for k, v in dict(lr=a.get('lr', r.lr), wd=a.get('wd')).items() if v is not None}   # the recipe's, unless `kwargs` say
+        if a.get('warmup_epochs') is not None:
+            kwargs['cbs'] = [*L(kwargs.get('cbs')), WarmupCosine(a.warmup_epochs)]
     dls = as_tuples(dls)
     if cb.needs_item_index: dls = with_item_index(dls)
-    return SSLLearner(dls, model, cbs=cb, opt_func=opt_func, splitter=ssl_splitter, **kwargs)
+    return SSLLearner(dls, model, cbs=[cb, *L(kwargs.pop('cbs', None))], opt_func=opt_func, splitter=ssl_splitter, **(fit | kwargs))
 
 # %% ../nbs/09b_registry.ipynb #0b8308c9
 def image_views(a:AttrDict, n:int=2) -> list:
-    "`n` augmentation pipelines for the images of a run's settings `a` (the views most image recipes use)"
+    "`n` augmentation pipelines for the images of a run's settings `a` (the views most image recipes use); vectors' and volumes' for the methods of any input"
+    rank = a.get('rank', 4)
+    if rank == 2: return aug_pipelines_for(torch.empty(0, *a.item_shape), n, stats=a.stats)
+    if rank == 5: return aug_pipelines_for(torch.empty(0, *a.item_shape), n, size=a.size, stats=a.stats, resize_scale=(a.min_scale, 1.))
     return get_multi_aug_pipelines(n, a.size, stats=a.stats, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6))
 
 def algo_images(algo:str, x):

@@ -13,9 +13,10 @@ from fastai.learner import Learner
 from fastai.callback.schedule import ParamScheduler, combine_scheds, SchedLin, SchedCos
 from fastai.optimizer import Adam
 from fastai.torch_core import norm_bias_params
+import numpy as np
 
 # %% auto #0
-__all__ = ['no_wd_params', 'warmup_cosine_sched', 'CPUMixedPrecision']
+__all__ = ['no_wd_params', 'warmup_cosine_sched', 'WarmupCosine', 'CPUMixedPrecision']
 
 # %% ../nbs/07_training.ipynb #f98f4c28
 def no_wd_params(m:nn.Module) -> list:
@@ -29,16 +30,28 @@ def warmup_cosine_sched(lr, warmup_pct, start_lr=1e-6, min_lr=0.):
     if warmup_pct == 0: return SchedCos(lr, min_lr)
     return combine_scheds([warmup_pct, 1 - warmup_pct], [SchedLin(start_lr, lr), SchedCos(lr, min_lr)])
 
+class WarmupCosine(ParamScheduler):
+    "Schedule every `fit` of the `Learner`: a linear warm-up of the learning rate over `warmup_epochs` epochs, then a cosine decay to `min_lr`"
+    def __init__(self, warmup_epochs:int=10, start_lr:float=1e-6, min_lr:float=0.):
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"`warmup_epochs` is a number of epochs, an int >= 0, got {warmup_epochs!r}")
+        super().__init__({})
+        self.warmup_epochs, self.start_lr, self.min_lr = warmup_epochs, start_lr, min_lr
+    def before_fit(self):
+        other = [type(c).__name__ for c in self.learn.cbs if isinstance(c, ParamScheduler) and c is not self]
+        if other: raise ValueError(f"This Learner schedules its learning rate with WarmupCosine, and {other[0]} schedules it too (e.g. "
+                                   f"`fit_one_cycle`): train with `learn.fit(n_epoch)`, or remove it first, `learn.remove_cb(learn.warmup_cosine)`")
+        if self.warmup_epochs >= self.n_epoch:
+            raise ValueError(f"`warmup_epochs={self.warmup_epochs}` must be smaller than `n_epoch={self.n_epoch}`: train longer, "
+                             f"or warm up for fewer epochs (`WarmupCosine(warmup_epochs=...)`)")
+        lrs = np.array([h['lr'] for h in self.opt.hypers])   # the rate of each parameter group, as `fit` set it
+        self.scheds = {'lr': warmup_cosine_sched(lrs, self.warmup_epochs / self.n_epoch, self.start_lr, self.min_lr)}
+        super().before_fit()
+
 @patch
 def fit_warmup_cosine(self:Learner, n_epoch, lr=None, warmup_epochs=10, start_lr=1e-6, min_lr=0., wd=None, cbs=None, reset_opt=False):
     "Fit `n_epoch` epochs with a linear warm-up over `warmup_epochs` epochs, then a cosine decay to `min_lr`"
-    if warmup_epochs >= n_epoch:
-        raise ValueError(f"`warmup_epochs={warmup_epochs}` must be smaller than `n_epoch={n_epoch}`")
-    if self.opt is None: self.create_opt()
-    self.opt.set_hyper('lr', self.lr if lr is None else lr)
-    lr = self.opt.hypers[-1]['lr'] if lr is None else lr
-    sched = {'lr': warmup_cosine_sched(lr, warmup_epochs / n_epoch, start_lr, min_lr)}
-    self.fit(n_epoch, cbs=ParamScheduler(sched) + L(cbs), reset_opt=reset_opt, wd=wd)
+    self.fit(n_epoch, lr=lr, cbs=[WarmupCosine(warmup_epochs, start_lr, min_lr), *L(cbs)], reset_opt=reset_opt, wd=wd)
 
 # %% ../nbs/07_training.ipynb #b1f1c672
 from fastai.callback.core import Callback

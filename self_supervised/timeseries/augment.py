@@ -11,11 +11,13 @@ import torch
 from torch import Tensor
 from fastcore.all import *
 from fasttransform import Pipeline, DisplayedTransform
-from .data import check_keypoints
+from .data import check_keypoints, keypoint_dim, _kp_matrix
 
 # %% auto #0
 __all__ = ['TSAug', 'Jitter', 'Scaling', 'resample_time', 'TimeCrop', 'TimeShift', 'TimeMask', 'rotate_keypoints',
-           'mirror_keypoints', 'Rotate2D', 'Mirror', 'ts_augs', 'get_ts_aug_pipelines', 'ts_identity_pipelines',
+           'mirror_keypoints', 'Rotate2D', 'Mirror', 'rotation_matrix_3d', 'rotate_keypoints_3d', 'shift_keypoints',
+           'zoom_keypoints', 'mask_keypoints', 'individual_groups', 'switch_individuals', 'Rotate3D', 'KeypointShift',
+           'Zoom', 'JointMask', 'SwitchIndividuals', 'ts_augs', 'get_ts_aug_pipelines', 'ts_identity_pipelines',
            'sequence_views']
 
 # %% ../../nbs/62_ts_augment.ipynb #8de99714
@@ -63,7 +65,7 @@ def resample_time(x:Tensor, pos:Tensor) -> Tensor:
     lo = pos.floor().long().clamp(max=T - 1); hi = (lo + 1).clamp(max=T - 1)
     w = (pos - lo.to(pos.dtype))[:, None]
     g = lambda i: x.gather(2, i[:, None].expand(B, F_, i.shape[1]))
-    return g(lo) * (1 - w) + g(hi) * w
+    return torch.where(w == 0, g(lo), g(lo) * (1 - w) + g(hi) * w)   # a whole frame is read as it is: a missing (NaN) neighbour stays out
 
 class TimeCrop(TSAug):
     "Keep a random window of `scale` (uniform in [min_scale, 1]) of each clip, resampled back to its length"
@@ -102,17 +104,21 @@ class TimeMask(TSAug):
 
 # %% ../../nbs/62_ts_augment.ipynb #980f80ad
 def _kp_index(x, keypoints, fn, pairs=()):
+    "(dim, joints) feature indices of the layout, checked against `x`"
     check_keypoints(keypoints, x.shape[1], fn, pairs)
-    xi = torch.tensor([v[0] for v in keypoints.values()], device=x.device)
-    yi = torch.tensor([v[1] for v in keypoints.values()], device=x.device)
-    return xi, yi
+    return _kp_matrix(keypoints, x.device)
+
+def _centre(p:Tensor) -> Tensor:
+    "Per-sample mean of keypoint coordinates `p` (B, J, T) over joints and frames, ignoring missing (NaN) ones"
+    return p.nanmean((1, 2), keepdim=True).nan_to_num(0.)
 
 def rotate_keypoints(x:Tensor, keypoints:dict, angles:Tensor) -> Tensor:
-    "Rotate the keypoints of each sample `b` of `x` (B, F, T) by `angles[b]` radians about the sample's centre"
+    "Rotate the keypoints of each sample `b` of `x` (B, F, T) by `angles[b]` radians about the vertical axis through the sample's centre"
     _check_series(x, 'rotate_keypoints')
-    xi, yi = _kp_index(x, keypoints, 'rotate_keypoints')
+    kp = _kp_index(x, keypoints, 'rotate_keypoints')
+    xi, yi = kp[0], kp[1]
     px, py = x[:, xi], x[:, yi]                                       # (B, parts, T)
-    cx, cy = px.mean((1, 2), keepdim=True), py.mean((1, 2), keepdim=True)
+    cx, cy = _centre(px), _centre(py)
     a = angles.to(x)[:, None, None]
     out = x.clone()
     out[:, xi] = cx + a.cos() * (px - cx) - a.sin() * (py - cy)
@@ -122,19 +128,26 @@ def rotate_keypoints(x:Tensor, keypoints:dict, angles:Tensor) -> Tensor:
 def mirror_keypoints(x:Tensor, keypoints:dict, pairs=()) -> Tensor:
     "Reflect the keypoints' x about each sample's centre and swap the features of the left/right `pairs` of body parts"
     _check_series(x, 'mirror_keypoints')
-    xi, _ = _kp_index(x, keypoints, 'mirror_keypoints', pairs)
+    xi = _kp_index(x, keypoints, 'mirror_keypoints', pairs)[0]
     out = x.clone()
-    out[:, xi] = 2 * x[:, xi].mean((1, 2), keepdim=True) - x[:, xi]
+    out[:, xi] = 2 * _centre(x[:, xi]) - x[:, xi]
     src = torch.arange(x.shape[1], device=x.device)
     for a, b in pairs:
         for ia, ib in zip(keypoints[a], keypoints[b]): src[ia], src[ib] = ib, ia
     return out[:, src]
 
+def _deg_range(r, name:str) -> tuple:
+    "(lo, hi) in degrees from a half-width `r` or a pair"
+    lo, hi = (-r, r) if isinstance(r, (int, float)) else tuple(r)
+    if not lo <= hi: raise ValueError(f"`{name}` must be a half-width in degrees or a (lo, hi) pair with lo <= hi, got {r!r}")
+    return float(lo), float(hi)
+
 class Rotate2D(TSAug):
-    "Rotate each sample's keypoints about its centre by an angle drawn uniformly in [-max_deg, max_deg] degrees"
-    def __init__(self, keypoints:dict, max_deg:float=180., p:float=1.):
+    "Rotate each sample's keypoints about the vertical axis through its centre by an angle uniform in [-max_deg, max_deg] degrees, or in `max_deg=(lo, hi)`"
+    def __init__(self, keypoints:dict, max_deg:float|tuple=180., p:float=1.):
         super().__init__(p); self.keypoints, self.max_deg = keypoints, max_deg
-    def apply(self, x): return rotate_keypoints(x, self.keypoints, _uniform(-1, 1, len(x), x.device) * math.radians(self.max_deg))
+        self.lo, self.hi = _deg_range(max_deg, 'max_deg')
+    def apply(self, x): return rotate_keypoints(x, self.keypoints, _uniform(math.radians(self.lo), math.radians(self.hi), len(x), x.device))
 
 class Mirror(TSAug):
     "Mirror each sample's keypoints left-right (x reflected about its centre, left/right `pairs` swapped) with probability `p`"
@@ -142,15 +155,145 @@ class Mirror(TSAug):
         super().__init__(p); self.keypoints, self.pairs = keypoints, list(pairs)
     def apply(self, x): return mirror_keypoints(x, self.keypoints, self.pairs)
 
+# %% ../../nbs/62_ts_augment.ipynb #90b9cd36
+def rotation_matrix_3d(ax:Tensor, ay:Tensor, az:Tensor) -> Tensor:
+    "(B, 3, 3) rotations R_z(az) R_y(ay) R_x(ax) for angles (B,) in radians"
+    o, z = torch.ones_like(ax), torch.zeros_like(ax)
+    rx = torch.stack([o, z, z, z, ax.cos(), -ax.sin(), z, ax.sin(), ax.cos()], -1).view(-1, 3, 3)
+    ry = torch.stack([ay.cos(), z, ay.sin(), z, o, z, -ay.sin(), z, ay.cos()], -1).view(-1, 3, 3)
+    rz = torch.stack([az.cos(), -az.sin(), z, az.sin(), az.cos(), z, z, z, o], -1).view(-1, 3, 3)
+    return rz @ ry @ rx
+
+def _need_3d(keypoints, fn):
+    if keypoint_dim(keypoints) != 3:
+        raise ValueError(f"`{fn}` rotates (x, y, z) keypoints, but the layout has 2 coordinates per keypoint: "
+                         f"use `Rotate2D` for 2-D poses, or a 3-D layout (`pose_layout(parts, dim=3)`)")
+
+def rotate_keypoints_3d(x:Tensor, keypoints:dict, R:Tensor) -> Tensor:
+    "Apply the rotation `R[b]` (B, 3, 3) to the (x, y, z) keypoints of each sample `b` about its centre"
+    _check_series(x, 'rotate_keypoints_3d'); _need_3d(keypoints, 'rotate_keypoints_3d')
+    kp = _kp_index(x, keypoints, 'rotate_keypoints_3d')
+    p = torch.stack([x[:, kp[d]] for d in range(3)], 1)                # (B, 3, J, T)
+    c = torch.stack([_centre(p[:, d]) for d in range(3)], 1)            # (B, 3, 1, 1)
+    q = c + torch.einsum('bij,bjkt->bikt', R.to(x), p - c)
+    out = x.clone()
+    for d in range(3): out[:, kp[d]] = q[:, d]
+    return out
+
+def shift_keypoints(x:Tensor, keypoints:dict, shift:Tensor) -> Tensor:
+    "Add the vector `shift[b]` (B, 2) to the (x, y) of every keypoint of sample `b`; z (3-D) unchanged"
+    _check_series(x, 'shift_keypoints')
+    kp = _kp_index(x, keypoints, 'shift_keypoints')
+    out = x.clone()
+    for d in range(2): out[:, kp[d]] = x[:, kp[d]] + shift[:, d, None, None].to(x)
+    return out
+
+def zoom_keypoints(x:Tensor, keypoints:dict, factor:Tensor) -> Tensor:
+    "Scale the keypoints of each sample `b` by `factor[b]` about the sample's centre (every coordinate)"
+    _check_series(x, 'zoom_keypoints')
+    kp = _kp_index(x, keypoints, 'zoom_keypoints')
+    out = x.clone()
+    for d in range(kp.shape[0]):
+        p = x[:, kp[d]]; c = _centre(p)
+        out[:, kp[d]] = c + factor.to(x)[:, None, None] * (p - c)
+    return out
+
+def mask_keypoints(x:Tensor, keypoints:dict, mask:Tensor, value:float=float('nan')) -> Tensor:
+    "Set every coordinate of the joints where `mask` (B, joints) is True to `value` (NaN: missing) in every frame"
+    _check_series(x, 'mask_keypoints')
+    kp = _kp_index(x, keypoints, 'mask_keypoints')
+    if mask.shape != (x.shape[0], kp.shape[1]):
+        raise ValueError(f"`mask_keypoints`: `mask` must be (batch={x.shape[0]}, joints={kp.shape[1]}), got {tuple(mask.shape)}")
+    out = x.clone()
+    for d in range(kp.shape[0]): out[:, kp[d]] = x[:, kp[d]].masked_fill(mask.to(x.device)[..., None], value)
+    return out
+
+def individual_groups(keypoints:dict, sep:str='/') -> dict:
+    "individual -> its keypoint names, from names 'individual/part' (as `pose_layout(parts, individuals=...)` makes)"
+    groups = {}
+    for k in keypoints:
+        if sep not in k:
+            raise ValueError(f"`individuals`: keypoint {k!r} is not named 'individual{sep}part': build the layout with "
+                             f"`pose_layout(parts, individuals=[...])` or pass `individuals={{name: [keypoint names], ...}}`")
+        groups.setdefault(k.split(sep, 1)[0], []).append(k)
+    return groups
+
+def _check_individuals(keypoints, individuals, fn) -> list:
+    groups = list(individual_groups(keypoints).values() if individuals is None else individuals.values())
+    if len(groups) < 2: raise ValueError(f"`{fn}`: switching needs at least 2 individuals, the layout has {len(groups)}")
+    for g in groups:
+        if len(g) != len(groups[0]): raise ValueError(f"`{fn}`: the individuals must have the same body parts, got {[len(g) for g in groups]} keypoints")
+        for k in g:
+            if k not in keypoints: raise ValueError(f"`{fn}`: individual keypoint {k!r} is not in `keypoints`")
+    return groups
+
+def switch_individuals(x:Tensor, keypoints:dict, sel:Tensor, individuals:dict|None=None) -> Tensor:
+    "Swap the keypoint features of individuals 1<->2, 3<->4, ... in the samples where `sel` (B,) is True"
+    _check_series(x, 'switch_individuals'); check_keypoints(keypoints, x.shape[1], 'switch_individuals')
+    groups = _check_individuals(keypoints, individuals, 'switch_individuals')
+    src = torch.arange(x.shape[1], device=x.device)
+    for ga, gb in zip(groups[::2], groups[1::2]):
+        for ka, kb in zip(ga, gb):
+            for ia, ib in zip(keypoints[ka], keypoints[kb]): src[ia], src[ib] = ib, ia
+    return torch.where(sel.to(x.device)[:, None, None], x[:, src], x)
+
+# %% ../../nbs/62_ts_augment.ipynb #d4329cfc
+class Rotate3D(TSAug):
+    "Rotate each sample's (x, y, z) keypoints about its centre: about the vertical by an angle in `max_deg`, tilted about x and y by angles in `tilt_deg`"
+    def __init__(self, keypoints:dict, max_deg:float|tuple=180., tilt_deg:float|tuple=0., p:float=1.):
+        super().__init__(p); _need_3d(keypoints, 'Rotate3D')
+        self.keypoints, self.max_deg, self.tilt_deg = keypoints, max_deg, tilt_deg
+        self.z_range, self.tilt_range = _deg_range(max_deg, 'max_deg'), _deg_range(tilt_deg, 'tilt_deg')
+    def apply(self, x):
+        B, d, r = len(x), x.device, math.radians
+        ax, ay = (_uniform(r(self.tilt_range[0]), r(self.tilt_range[1]), B, d) for _ in range(2))
+        return rotate_keypoints_3d(x, self.keypoints, rotation_matrix_3d(ax, ay, _uniform(r(self.z_range[0]), r(self.z_range[1]), B, d)))
+
+class KeypointShift(TSAug):
+    "Move each sample's keypoints by one random (x, y) vector, each component uniform in [-max_shift, max_shift]"
+    def __init__(self, keypoints:dict, max_shift:float=0.5, p:float=1.):
+        super().__init__(p); self.keypoints, self.max_shift = keypoints, max_shift
+    def apply(self, x): return shift_keypoints(x, self.keypoints, _uniform(-self.max_shift, self.max_shift, 2 * len(x), x.device).view(-1, 2))
+
+class Zoom(TSAug):
+    "Scale each sample's keypoints about its centre by one factor uniform in `zoom` (dlc2action's [0.5, 1.5])"
+    def __init__(self, keypoints:dict, zoom:tuple=(0.5, 1.5), p:float=1.):
+        super().__init__(p)
+        if not (len(zoom) == 2 and 0 < zoom[0] <= zoom[1]): raise ValueError(f"`zoom` must be (lo, hi) with 0 < lo <= hi, got {zoom!r}")
+        self.keypoints, self.zoom = keypoints, tuple(zoom)
+    def apply(self, x): return zoom_keypoints(x, self.keypoints, _uniform(*self.zoom, len(x), x.device))
+
+class JointMask(TSAug):
+    "Make each joint of each sample missing (NaN in every frame) with probability `p_joint` (dlc2action's `masking_probability`)"
+    def __init__(self, keypoints:dict, p_joint:float=0.05, p:float=1.):
+        super().__init__(p)
+        if not 0 < p_joint < 1: raise ValueError(f"`p_joint` is the probability that a joint is hidden: it must be in (0, 1), got {p_joint}")
+        self.keypoints, self.p_joint = keypoints, p_joint
+    def apply(self, x): return mask_keypoints(x, self.keypoints, torch.rand(len(x), len(self.keypoints), device=x.device) < self.p_joint)
+
+class SwitchIndividuals(TSAug):
+    "Swap the keypoints of individuals 1<->2, 3<->4, ... of each sample with probability `p` (`individuals`: name -> keypoint names, default from 'individual/part' names)"
+    def __init__(self, keypoints:dict, individuals:dict|None=None, p:float=0.5):
+        super().__init__(p); self.keypoints, self.individuals = keypoints, individuals
+        _check_individuals(keypoints, individuals, 'SwitchIndividuals')
+    def apply(self, x): return switch_individuals(x, self.keypoints, torch.ones(len(x), dtype=torch.bool, device=x.device), self.individuals)
+
 # %% ../../nbs/62_ts_augment.ipynb #43d7548e
 def ts_augs(keypoints:dict|None=None, pairs=(), jitter:float=0.05, scale:float=0.1, per_feature:bool=False, crop:float|None=0.7,
-            shift:float|None=None, mask:float|None=0.1, rotate:float|None=180., mirror:float|None=0.5,
-            time_aligned:bool=False) -> list:
+            shift:float|None=None, mask:float|None=0.1, rotate:float|tuple|None=180., mirror:float|None=0.5,
+            time_aligned:bool=False, tilt:float|tuple|None=None, switch:float|None=None, individuals:dict|None=None,
+            zoom:tuple|None=None, kp_shift:float|None=None, joint_mask:float|None=None) -> list:
     "The transforms of one view; a None or 0 setting leaves that transform out, the keypoint ones need `keypoints`"
     tfms = []
     if keypoints is not None:
-        if rotate: tfms.append(Rotate2D(keypoints, rotate))
+        if rotate or tilt:
+            if keypoint_dim(keypoints) == 3: tfms.append(Rotate3D(keypoints, rotate or 0., tilt or 0.))
+            else: tfms.append(Rotate2D(keypoints, rotate))
         if mirror: tfms.append(Mirror(keypoints, pairs, p=mirror))
+        if switch: tfms.append(SwitchIndividuals(keypoints, individuals, p=switch))
+        if zoom: tfms.append(Zoom(keypoints, zoom))
+        if kp_shift: tfms.append(KeypointShift(keypoints, kp_shift))
+        if joint_mask: tfms.append(JointMask(keypoints, joint_mask))
     if scale: tfms.append(Scaling(scale, per_feature))
     if crop and not time_aligned: tfms.append(TimeCrop(crop))
     if shift and not time_aligned: tfms.append(TimeShift(shift))

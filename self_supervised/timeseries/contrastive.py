@@ -14,36 +14,74 @@ from ..callback import SSLCallback
 from ..losses import nt_xent_loss, check_temp
 from ..losses.contrastive import _nt_xent_loss
 from .augment import ts_identity_pipelines
+from .data import check_missing, blank_missing, observed_frames
 from .encoders import TSEncoder, create_seq_model, SeqModel
 from ..registry import register, Recipe
 from .augment import sequence_views
 DLC = "dlc2action's self-supervised tasks (Kozlova et al., 2023)"
 
 # %% auto #0
-__all__ = ['DLC', 'TSTask', 'TSContrastive', 'create_ts_contrastive_model']
+__all__ = ['DLC', 'TS_KINDS', 'task_wiring', 'TSTask', 'TSContrastive', 'create_ts_contrastive_model']
 
 # %% ../../nbs/63_ts_contrastive.ipynb #2ebc7bfa
+TS_KINDS = {
+    'ssl_input':           AttrDict(model=True,  input='task'),    # its transformed input; the targets compare with the clean one
+    'ssl_target':          AttrDict(model=True,  input='clean'),   # the clean batch; the head makes its own targets
+    'contrastive':         AttrDict(model=True,  input='task'),    # the views, through the same encoder and head
+    'contrastive_2layers': AttrDict(model=True,  input='task'),    # the clean batch (first layer) and the transformed one
+    'none':                AttrDict(model=False, input=None),      # removed: no model, no loss
+}
+
+def task_wiring(task) -> AttrDict:
+    "How `MultiTask` wires `task`: its kind's entry of `TS_KINDS`"
+    k = getattr(task, 'kind', None)
+    if k not in TS_KINDS:
+        raise ValueError(f"{type(task).__name__}: `kind` must be one of {', '.join(map(repr, TS_KINDS))} (how the task uses the network), "
+                         f"got {k!r}: set the class attribute `kind`")
+    return TS_KINDS[k]
+
 class TSTask(SSLCallback):
-    "Base of the sequence SSL tasks on `(batch, features, frames)` batches; `kind` is how the task uses the network"
-    kind = None        # 'ssl_input', 'ssl_target', 'contrastive' or 'contrastive_2layers'
+    "Base of the sequence SSL tasks on `(batch, features, frames)` batches; `kind` is how the task uses the network (a key of `TS_KINDS`)"
+    kind = None
     n_views = 1
-    def __init__(self, aug_pipelines=None, print_augs=False):
+    def __init__(self, aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
         super().__init__(ifnone(aug_pipelines, ts_identity_pipelines(self.n_views or 1)), print_augs)
+        if keypoints is not None: self.keypoints = keypoints
+
+    @property
+    def layout(self) -> dict|None:
+        "The keypoint layout that says which NaN are missing keypoints: the task's `keypoints`, else the one of its augmentations"
+        kp = getattr(self, 'keypoints', None)
+        if kp is not None: return kp
+        for p in self.aug_pipelines:
+            for t in getattr(p, 'fs', []):
+                if getattr(t, 'keypoints', None) is not None: return t.keypoints
+        return None
 
     def check_frames(self, n_frames:int):
         "Raise a clear error if clips of `n_frames` frames are too short for the task's settings"
 
-    def _check_input(self, x):
-        super()._check_input(x)
+    def _check_input(self, x) -> Tensor:
+        "`x` checked (type, shape, missing values), with each NaN keypoint coordinate spread to its keypoint"
+        if not isinstance(x, Tensor): return super()._check_input(x)
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__} expects batches of series (batch, features, frames), got shape {tuple(x.shape)}: "
                              f"build the DataLoaders with `ts_dls` (a univariate series is (batch, 1, frames))")
+        x = check_missing(x, self.layout, f"{type(self).__name__}: the input batch")
+        super()._check_input(x.nan_to_num(0.))
         self.check_frames(x.shape[-1])
+        return x
+
+    def observed_mask(self, i:int=0) -> Tensor|None:
+        "Bool mask of the observed values of view `i` (None: nothing missing)"
+        obs = getattr(self, 'observed', None)
+        return obs[i] if obs else None
 
     def ssl_batch(self, x:Tensor, training:bool=True) -> tuple:
-        "(xb, yb) of the task for the clean batch `x`: checks, views, `make_batch`; no targets for too small a batch outside training"
-        self._check_input(x)
-        self.views = [aug(x) for aug in self.aug_pipelines]
+        "(xb, yb) of the task for the clean batch `x`: checks, views (blanked, `self.observed` their masks), `make_batch`; no targets for too small a batch outside training"
+        x = self._check_input(x)
+        views = [aug(x) for aug in self.aug_pipelines]
+        self.views, self.observed = map(list, zip(*[blank_missing(v) for v in views])) if views else ([], [])
         xb, yb = self.make_batch(self.views)
         if len(x) < self.min_bs:
             if training:
@@ -61,7 +99,7 @@ class TSTask(SSLCallback):
 
     @torch.no_grad()
     def show(self, n:int=1, x=None, features=None, figsize=None):
-        "Plot `features` (default: the first 4) of `n` clips over time, next to each of their views"
+        "Plot `features` (default: the first 4) of `n` clips over time, next to each of their views (missing values as gaps)"
         import matplotlib.pyplot as plt
         if x is None: x = self.learn.dls.train.one_batch()[0]
         x = x[:n]

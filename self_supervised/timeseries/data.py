@@ -18,7 +18,8 @@ from ..data import TensorDL, _Indices
 
 # %% auto #0
 __all__ = ['POSE_PARTS', 'POSE_ACTIONS', 'read_ts', 'ts_data_dirs', 'ts_datasets_available', 'find_ts_data', 'ts_stats',
-           'standardize', 'ts_dataset', 'pose_layout', 'check_keypoints', 'synthetic_poses', 'TSDL', 'ts_dls']
+           'standardize', 'ts_dataset', 'pose_layout', 'keypoint_dim', 'check_keypoints', 'synthetic_poses',
+           'check_missing', 'blank_missing', 'observed_frames', 'drop_keypoints', 'TSDL', 'ts_dls']
 
 # %% ../../nbs/60_ts_data.ipynb #470cce37
 def _parse_value(v:str) -> float: return math.nan if v == '?' else float(v)
@@ -95,15 +96,16 @@ def find_ts_data(name:str, path=None) -> Path:
 
 # %% ../../nbs/60_ts_data.ipynb #c44deecb
 def _stack(xs:list, pad:str|None, fn:str, n_frames:int|None=None) -> Tensor:
-    "Stack `(dims, frames)` arrays; with `pad='edge'` each is padded with its last frame to `n_frames` (default: the longest)"
+    "Stack `(dims, frames)` arrays; with `pad='edge'` each is padded with its last frame to `n_frames` (default: the longest), with `pad='nan'` with absent (NaN) frames"
     lens = sorted({x.shape[-1] for x in xs})
     n_frames = ifnone(n_frames, lens[-1])
     if lens != [n_frames]:
-        if pad != 'edge':
+        if pad not in ('edge', 'nan'):
             raise ValueError(f"`{fn}`: the series have {len(lens)} different lengths ({lens[0]} to {lens[-1]} frames): "
-                             f"pass `pad='edge'` to repeat each series' last frame up to {n_frames} frames, "
+                             f"pass `pad='edge'` to repeat each series' last frame up to {n_frames} frames (or `pad='nan'` to add absent frames that the tasks leave out), "
                              f"or use an equal-length version of the data set (e.g. `JapaneseVowels_eq`)")
-        xs = [np.pad(x, ((0, 0), (0, n_frames - x.shape[-1])), mode='edge') for x in xs]
+        kw = dict(mode='edge') if pad == 'edge' else dict(mode='constant', constant_values=np.nan)
+        xs = [np.pad(x, ((0, 0), (0, n_frames - x.shape[-1])), **kw) for x in xs]
     return torch.from_numpy(np.stack(xs))
 
 def ts_stats(x:Tensor) -> tuple:
@@ -124,7 +126,7 @@ def ts_dataset(name:str='BasicMotions', path=None, pad:str|None=None, norm:bool=
     classes = tr.classes
     unknown = set(tr.y + te.y) - set(classes)
     if unknown: raise ValueError(f"`ts_dataset`: labels {sorted(unknown)} are not in the header's @classLabel list {classes}")
-    n = max(x.shape[-1] for x in tr.x + te.x) if pad == 'edge' else None   # both splits padded to the same length
+    n = max(x.shape[-1] for x in tr.x + te.x) if pad in ('edge', 'nan') else None   # both splits padded to the same length
     res = AttrDict(name=name, classes=classes,
                    train_x=_stack(tr.x, pad, 'ts_dataset', n), test_x=_stack(te.x, pad, 'ts_dataset', n),
                    train_y=torch.tensor([classes.index(y) for y in tr.y]), test_y=torch.tensor([classes.index(y) for y in te.y]))
@@ -140,24 +142,34 @@ POSE_PARTS = ('nose', 'left_ear', 'right_ear', 'neck', 'tail_base')
 POSE_ACTIONS = ('rest', 'walk', 'turn', 'groom')
 _BODY = torch.tensor([[1.0, 0.], [0.7, 0.25], [0.7, -0.25], [0.5, 0.], [-0.6, 0.]])   # body frame, heading along +x
 
-def pose_layout(parts) -> dict:
-    "Keypoint layout of interleaved features `x0, y0, x1, y1, ...`: body part -> (index of x, index of y)"
-    return {p: (2 * i, 2 * i + 1) for i, p in enumerate(parts)}
+def pose_layout(parts, dim:int=2, individuals=None) -> dict:
+    "Keypoint layout of interleaved features `x0, y0[, z0], x1, ...`: body part -> its `dim` feature indices; with `individuals`, 'individual/part' for each"
+    if dim not in (2, 3): raise ValueError(f"`pose_layout`: `dim` is the number of coordinates per keypoint, 2 (x, y) or 3 (x, y, z); got {dim!r}")
+    names = list(parts) if individuals is None else [f'{i}/{p}' for i in individuals for p in parts]
+    return {p: tuple(dim * i + d for d in range(dim)) for i, p in enumerate(names)}
+
+def keypoint_dim(keypoints:dict) -> int:
+    "The number of coordinates per keypoint of a layout: 2 or 3"
+    return len(next(iter(keypoints.values())))
 
 def check_keypoints(keypoints:dict, n_features:int, fn:str='keypoints', pairs=()) -> dict:
-    "Raise a clear error unless `keypoints` maps body parts to distinct (x, y) feature indices below `n_features`"
+    "Raise a clear error unless `keypoints` maps body parts to distinct (x, y) or (x, y, z) feature indices below `n_features`"
     if not isinstance(keypoints, dict) or not keypoints:
-        raise ValueError(f"`{fn}`: `keypoints` must be a non-empty dict body part -> (x index, y index), e.g. `pose_layout(parts)`")
-    idx = []
+        raise ValueError(f"`{fn}`: `keypoints` must be a non-empty dict body part -> (x index, y index[, z index]), e.g. `pose_layout(parts)`")
+    idx, dims = [], set()
     for k, v in keypoints.items():
-        if len(v) != 2 or not all(isinstance(i, (int, np.integer)) for i in v):
-            raise ValueError(f"`{fn}`: keypoint {k!r} must map to two feature indices (x, y), got {v!r}")
-        idx += list(v)
+        if not isinstance(v, (tuple, list)) or len(v) not in (2, 3) or not all(isinstance(i, (int, np.integer)) for i in v):
+            raise ValueError(f"`{fn}`: keypoint {k!r} must map to two (x, y) or three (x, y, z) feature indices, got {v!r}")
+        idx += list(v); dims.add(len(v))
+    if len(dims) > 1:
+        raise ValueError(f"`{fn}`: some keypoints have 2 coordinates and others 3: give every keypoint (x, y) or every keypoint (x, y, z), "
+                         f"e.g. `pose_layout(parts, dim=3)`")
     if len(set(idx)) != len(idx): raise ValueError(f"`{fn}`: two keypoints share a feature index: {keypoints}")
+    d = dims.pop()
     if max(idx) >= n_features or min(idx) < 0:
         raise ValueError(f"`{fn}`: the keypoint layout uses feature indices up to {max(idx)} but the batch has {n_features} features: "
-                         f"the layout does not match the data (build it for these features, e.g. `pose_layout(parts)` for "
-                         f"{n_features // 2} interleaved x/y pairs)")
+                         f"the layout does not match the data (build it for these features, e.g. `pose_layout(parts{', dim=3' if d == 3 else ''})` for "
+                         f"{n_features // d} interleaved {'x/y' if d == 2 else 'x/y/z'} keypoints)")
     for a, b in pairs:
         if a not in keypoints or b not in keypoints:
             raise ValueError(f"`{fn}`: the mirror pair ({a!r}, {b!r}) names a body part that is not in `keypoints` ({', '.join(keypoints)})")
@@ -191,6 +203,62 @@ def synthetic_poses(n:int=256, n_frames:int=64, noise:float=0.02, centred:bool=T
     x = pos.permute(0, 2, 3, 1).reshape(n, 10, n_frames)             # parts-major, x before y: x0, y0, x1, y1, ...
     return AttrDict(x=x.float(), y=y, classes=list(POSE_ACTIONS), keypoints=pose_layout(POSE_PARTS),
                     pairs=[('left_ear', 'right_ear')])
+
+# %% ../../nbs/60_ts_data.ipynb #fc4f7c33
+def _kp_matrix(keypoints:dict, device=None) -> Tensor:
+    "(dim, joints) feature indices of a layout"
+    return torch.tensor(list(keypoints.values()), device=device).T
+
+def check_missing(x:Tensor, keypoints:dict|None=None, fn:str='the input') -> Tensor:
+    "`x` (B, F, T) with every NaN keypoint coordinate spread to its keypoint's other coordinates; an error for NaN that is not a missing keypoint or an absent frame"
+    if not x.is_floating_point(): return x
+    nan = x.isnan()
+    if (x.isinf()).any():
+        raise ValueError(f"{fn}: the batch contains Inf: Inf is not a missing value; repair those items (e.g. `torch.isfinite(x).all()` over the dataset)")
+    if not nan.any(): return x
+    frame_gone = nan.all(1, keepdim=True)                              # absent (padded) frames: every feature NaN
+    other = nan & ~frame_gone
+    if keypoints is not None:
+        check_keypoints(keypoints, x.shape[1], fn)
+        kp = _kp_matrix(keypoints, x.device)                             # (dim, J)
+        gone = other[:, kp].any(1)                                       # (B, J, T): joints with a NaN coordinate
+        x = x.clone()
+        for d in range(kp.shape[0]): x[:, kp[d]] = x[:, kp[d]].masked_fill(gone, float('nan'))
+        is_kp = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device); is_kp[kp.flatten()] = True
+        other = other & ~is_kp[None, :, None]
+    if other.any():
+        f = sorted({int(i) for i in other.any(2).any(0).nonzero().flatten()})
+        raise ValueError(f"{fn}: NaN in feature(s) {f[:8]}{'...' if len(f) > 8 else ''}, which are not "
+                         + ("keypoint coordinates of `keypoints`" if keypoints is not None else "keypoints (no keypoint layout was given)")
+                         + ": pass the layout (`keypoints=`) if they are keypoints from pose estimation, otherwise fill or drop those values "
+                           "(e.g. `x.nan_to_num(0.)`). Only missing keypoints and whole absent frames may be NaN")
+    empty = x.isnan().flatten(1).all(1)
+    if empty.any():
+        raise ValueError(f"{fn}: clip(s) {empty.nonzero().flatten().tolist()[:8]} of the batch have no observed value at all (every keypoint "
+                         f"missing in every frame): remove them from the data set, there is nothing to learn from them")
+    return x
+
+def blank_missing(x:Tensor) -> tuple:
+    "(x with NaN set to 0, bool mask of the observed values or None when nothing is missing)"
+    nan = x.isnan()
+    if not nan.any(): return x, None
+    return x.masked_fill(nan, 0.), ~nan
+
+def observed_frames(observed:Tensor|None, x:Tensor) -> Tensor:
+    "(B, T) bool: the frames with at least one observed value (all True when `observed` is None)"
+    if observed is None: return torch.ones(x.shape[0], x.shape[-1], dtype=torch.bool, device=x.device)
+    return observed.any(1)
+
+def drop_keypoints(x:Tensor, keypoints:dict, p:float=0.1, seed:int|None=None) -> Tensor:
+    "A copy of `x` with each keypoint of each frame missing (NaN in all its coordinates) with probability `p`, as pose estimation leaves them"
+    check_keypoints(keypoints, x.shape[1], 'drop_keypoints')
+    if not 0 <= p < 1: raise ValueError(f"`drop_keypoints`: `p` is a probability below 1, got {p}")
+    g = None if seed is None else torch.Generator(x.device).manual_seed(seed)
+    kp = _kp_matrix(keypoints, x.device)
+    gone = torch.rand(x.shape[0], kp.shape[1], x.shape[-1], generator=g, device=x.device) < p
+    x = x.clone()
+    for d in range(kp.shape[0]): x[:, kp[d]] = x[:, kp[d]].masked_fill(gone, float('nan'))
+    return x
 
 # %% ../../nbs/60_ts_data.ipynb #1659dfbe
 class TSDL(TensorDL):

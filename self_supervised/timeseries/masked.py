@@ -13,7 +13,7 @@ from fastcore.all import *
 from ..losses import weighted_mse_loss, nt_xent_loss, check_temp
 from ..losses.contrastive import _nt_xent_loss
 from ..losses.reconstruction import _weighted_mse_loss
-from .data import check_keypoints
+from .data import check_keypoints, observed_frames
 from .encoders import TSEncoder, SeqModel, frame_mlp, tcn_head
 from .contrastive import TSTask
 from ..registry import register, Recipe
@@ -58,13 +58,13 @@ def mask_frames(x:Tensor, frac:float) -> tuple:
     return x.masked_fill(m, 0.), m.to(x.dtype)
 
 def mask_joints(x:Tensor, keypoints:dict, frac:float) -> tuple:
-    "(masked clips, mask): exactly `round(frac * joints)` body parts of each clip, both coordinates at every frame, set to 0"
+    "(masked clips, mask): exactly `round(frac * joints)` body parts of each clip, all their coordinates at every frame, set to 0"
     B, F_, T = x.shape
     check_keypoints(keypoints, F_, 'mask_joints')
     j = random_subset_mask(B, len(keypoints), _n_masked(frac, len(keypoints), 'mask_joints', 'joints'), x.device)
     feat = torch.zeros(B, F_, dtype=torch.bool, device=x.device)
-    for n, (ix, iy) in enumerate(keypoints.values()):
-        feat[:, ix] |= j[:, n]; feat[:, iy] |= j[:, n]
+    for n, ii in enumerate(keypoints.values()):
+        for i in ii: feat[:, i] |= j[:, n]
     m = feat[:, :, None].expand(B, F_, T)
     return x.masked_fill(m, 0.), m.to(x.dtype)
 
@@ -73,8 +73,8 @@ class MaskedTask(TSTask):
     "Base of the masked-modelling tasks (kind 'ssl_input'): the model sees the masked clip and reconstructs the clean one"
     kind = 'ssl_input'
     frac_default = 0.2
-    def __init__(self, frac_masked:float|None=None, loss_on:str='masked', aug_pipelines=None, print_augs=False):
-        super().__init__(aug_pipelines, print_augs)
+    def __init__(self, frac_masked:float|None=None, loss_on:str='masked', aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
+        super().__init__(aug_pipelines, print_augs, keypoints)
         self.frac_masked = ifnone(frac_masked, self.frac_default)
         _check_frac(self.frac_masked, type(self).__name__)
         if loss_on not in ('masked', 'all'): raise ValueError(f"`loss_on` must be 'masked' or 'all', got {loss_on!r}")
@@ -83,12 +83,15 @@ class MaskedTask(TSTask):
     def make_batch(self, views):
         x = views[0]
         xm, m = self.mask(x)
-        return (xm,), (x, m)   # the target is the clean view, not the masked one
-    def lf(self, pred, target, mask, *yb):
+        w = m if self.loss_on == 'masked' else torch.ones_like(m)
+        obs = self.observed_mask(0)
+        if obs is not None: w = w * obs   # values missing in the input are no target
+        return (xm,), (x, w)   # the target is the clean view, not the masked one
+    def lf(self, pred, target, weight, *yb):
         if pred.shape != target.shape:
             raise ValueError(f"{type(self).__name__}: the model must output the clip's shape {tuple(target.shape)}, got {tuple(pred.shape)}: "
                              f"create it with `create_masked_model(encoder, n_out={target.shape[1]})`")
-        return _weighted_mse_loss(pred, target, mask if self.loss_on == 'masked' else None)
+        return _weighted_mse_loss(pred, target, weight)
 
 class MaskedFeatures(MaskedTask):
     "Hide exactly `frac_masked` of the values of each clip; reconstruct them"
@@ -101,10 +104,9 @@ class MaskedFrames(MaskedTask):
     def mask(self, x): return mask_frames(x, self.frac_masked)
 
 class MaskedJoints(MaskedTask):
-    "Hide exactly `frac_masked` of the body parts of each clip (both coordinates, all frames); reconstruct them"
+    "Hide exactly `frac_masked` of the body parts of each clip (all coordinates, all frames); reconstruct them"
     def __init__(self, keypoints:dict, frac_masked:float=0.2, **kwargs):
-        super().__init__(frac_masked, **kwargs)
-        self.keypoints = keypoints
+        super().__init__(frac_masked, keypoints=keypoints, **kwargs)
         _n_masked(self.frac_masked, len(keypoints), 'MaskedJoints', 'joints')
     def mask(self, x): return mask_joints(x, self.keypoints, self.frac_masked)
 
@@ -138,8 +140,8 @@ def create_contrastive_masked_model(encoder:TSEncoder, width:int=32, n_layers:in
 class ContrastiveMasked(TSTask):
     "Contrastive masked task (kind 'contrastive_2layers'): NT-Xent between the clean first-layer features of the central frames and their prediction from the masked clip"
     kind, min_bs = 'contrastive_2layers', 2
-    def __init__(self, n_masked:int=10, temp:float=0.2, aug_pipelines=None, print_augs=False):
-        super().__init__(aug_pipelines, print_augs)
+    def __init__(self, n_masked:int=10, temp:float=0.2, aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
+        super().__init__(aug_pipelines, print_augs, keypoints)
         if not (isinstance(n_masked, int) and n_masked >= 1): raise ValueError(f"`n_masked` (frames hidden) must be an int >= 1, got {n_masked!r}")
         check_temp(temp, 'ContrastiveMasked')
         self.n_masked, self.temp = n_masked, temp
@@ -151,9 +153,17 @@ class ContrastiveMasked(TSTask):
         x = views[0]
         idx = central_frames(x.shape[-1], self.n_masked).to(x.device)
         xm = x.clone(); xm[..., idx] = 0.
-        return (x, xm, idx), (self.dummy_target(x),)
-    def lf(self, pred, *yb):
+        return (x, xm, idx), (observed_frames(self.observed_mask(0), x)[:, idx].to(x.dtype),)   # which hidden frames were observed
+    def observed_pairs(self, pred, seen=None) -> tuple:
+        "(targets, predictions) with the frames that were not observed zeroed, and only the clips with an observed hidden frame"
         target, p = pred.chunk(2)
+        if seen is None or seen.ndim != 2 or bool(seen.all()): return target, p
+        w = seen[:, None, :].expand(-1, target.shape[1] // seen.shape[1], -1).flatten(1).to(target.dtype)   # (B, C * n_masked)
+        keep = seen.any(1)
+        return (target * w)[keep], (p * w)[keep]
+    def lf(self, pred, seen=None, *yb):
+        target, p = self.observed_pairs(pred, seen)
+        if len(target) < 2: return pred.sum() * 0.   # fewer than 2 clips with an observed hidden frame: nothing to contrast
         return _nt_xent_loss(target, p, self.temp)
 
 # %% ../../nbs/64_ts_masked.ipynb #cae5ef9c
@@ -163,12 +173,12 @@ def _needs_keypoints(a, algo):
                          f"(e.g. `synthetic_poses(...).keypoints` or `pose_layout(parts)`)")
     return a.keypoints
 
-for _name, _title, _cb in [('ts_masked_features', 'Masked features', lambda augs, a: MaskedFeatures(0.2, aug_pipelines=augs)),
-                           ('ts_masked_frames', 'Masked frames', lambda augs, a: MaskedFrames(0.2, aug_pipelines=augs)),
+for _name, _title, _cb in [('ts_masked_features', 'Masked features', lambda augs, a: MaskedFeatures(0.2, aug_pipelines=augs, keypoints=a.keypoints)),
+                           ('ts_masked_frames', 'Masked frames', lambda augs, a: MaskedFrames(0.2, aug_pipelines=augs, keypoints=a.keypoints)),
                            ('ts_masked_joints', 'Masked joints', lambda augs, a: MaskedJoints(_needs_keypoints(a, 'ts_masked_joints'), 0.2, aug_pipelines=augs))]:
     register(_name, Recipe(_title, DLC, group='sequence', modality='sequence', views=lambda a: ts_identity_pipelines(1),
                            model=lambda enc, a: create_masked_model(enc, a.n_in), callback=_cb))
 # a quarter of the clip, at most dlc2action's 10 frames
 register('ts_contrastive_masked', Recipe('Contrastive masked', DLC, group='sequence', modality='sequence', temp=0.2,
     views=lambda a: ts_identity_pipelines(1), model=lambda enc, a: create_contrastive_masked_model(enc, width=a.hidden // 4),
-    callback=lambda augs, a: ContrastiveMasked(max(1, min(10, a.n_frames // 4)), temp=a.temp, aug_pipelines=augs)))
+    callback=lambda augs, a: ContrastiveMasked(max(1, min(10, a.n_frames // 4)), temp=a.temp, aug_pipelines=augs, keypoints=a.keypoints)))

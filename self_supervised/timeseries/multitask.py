@@ -16,7 +16,8 @@ from ..callback import SSLCallback, unwrap_model
 from ..layers import create_mlp_module
 from ..losses.base import check_num
 from .encoders import TSEncoder, frame_mlp
-from .contrastive import TSTask
+from .contrastive import TSTask, task_wiring
+from .data import check_missing, blank_missing
 from ..registry import register, Recipe
 from .augment import sequence_views
 from .contrastive import TSContrastive, create_ts_contrastive_model
@@ -24,7 +25,8 @@ from .masked import MaskedFrames, create_masked_model
 from .contrastive import DLC
 
 # %% auto #0
-__all__ = ['masked_cross_entropy', 'masked_accuracy', 'MultiTaskModel', 'create_multitask_model', 'MultiTask', 'TaskLoss']
+__all__ = ['masked_cross_entropy', 'masked_accuracy', 'MultiTaskModel', 'create_multitask_model', 'MultiTask', 'EmptyTask',
+           'TaskLoss']
 
 # %% ../../nbs/68_ts_multitask.ipynb #67d19bcf
 def masked_cross_entropy(pred:Tensor, y:Tensor) -> Tensor:
@@ -60,10 +62,11 @@ def create_multitask_model(encoder:TSEncoder, n_classes:int, ssl:dict, hidden_si
 # %% ../../nbs/68_ts_multitask.ipynb #cbe677d4
 class MultiTask(SSLCallback):
     "Supervised loss on the labelled clips (`main_weight`) plus the weighted losses of the SSL `tasks` (name -> `TSTask`) on every clip"
-    def __init__(self, tasks:dict, weights:dict|float=1., main_weight:float=1., main_loss=masked_cross_entropy):
-        if not tasks: raise ValueError("`MultiTask` needs at least one SSL task: pass `tasks={'name': task, ...}`")
+    def __init__(self, tasks:dict, weights:dict|float=1., main_weight:float=1., main_loss=masked_cross_entropy, keypoints:dict|None=None):
+        tasks = ifnone(tasks, {})
         for n, t in tasks.items():
             if not isinstance(t, TSTask): raise TypeError(f"`MultiTask`: task {n!r} is a {type(t).__name__}, not a sequence task (`TSTask`)")
+            task_wiring(t)   # a kind it knows
         w = {n: weights for n in tasks} if isinstance(weights, (int, float)) else dict(weights)
         if set(w) != set(tasks): raise ValueError(f"`weights` names {sorted(w)} but the tasks are {sorted(tasks)}: give one weight per task (or one number)")
         w = {n: check_num(v, f'weights[{n!r}]', 'MultiTask', lo=0) for n, v in w.items()}   # nan or a string would pass `< 0`
@@ -71,10 +74,14 @@ class MultiTask(SSLCallback):
         self.tasks, self.weights, self.main_weight, self.main_loss = dict(tasks), w, main_weight, main_loss
         self.aug_pipelines, self._n_in, self.parts = [], None, {}
         for n, t in self.tasks.items(): t._owner, t._owner_key = self, n   # a task's state, if any, is the model's `ssl_state_<name>`
+        self.keypoints = ifnone(keypoints, first(t.layout for t in self.tasks.values() if t.layout is not None))
+        for t in self.tasks.values():
+            if t.layout is None and self.keypoints is not None: t.keypoints = self.keypoints
+        self.wired = {n: t for n, t in self.tasks.items() if task_wiring(t).model}   # the tasks with a model and a loss
 
     def _setup(self):
         model = unwrap_model(self.learn.model)
-        missing = [n for n in self.tasks if n not in getattr(model, 'ssl', {})]
+        missing = [n for n in self.wired if n not in getattr(model, 'ssl', {})]
         if missing:
             raise ValueError(f"`MultiTask`: the model has no SSL model for task(s) {missing}: build it with "
                              f"`create_multitask_model(encoder, n_classes, ssl={{'{missing[0]}': <that task's model on the encoder>, ...}})`")
@@ -82,11 +89,18 @@ class MultiTask(SSLCallback):
         self.learn.loss_func = self.loss
 
     def before_batch(self):
+        x = self.learn.xb[0]
+        if isinstance(x, Tensor) and x.is_floating_point():
+            x = check_missing(x, self.keypoints, 'MultiTask: the input batch')
+            self.learn.xb = (blank_missing(x)[0], *self.learn.xb[1:])   # the supervised head sees missing values as 0
         if len(self.learn.yb) == 0:
             if not self.training: self.batches = {}; return   # predictions only (`get_preds`, `summary`): no loss to compute
             raise ValueError("`MultiTask` needs labels next to the clips (-1 for unlabelled ones, as `ts_dls` gives without labels)")
-        x = self.learn.xb[0]
-        self.batches = {n: t.ssl_batch(x, self.training) for n, t in self.tasks.items()}
+        self.batches = {}
+        for n, t in self.wired.items():
+            xb, yb = t.ssl_batch(x, self.training)
+            if task_wiring(t).input == 'clean': xb = (self.learn.xb[0],)   # the transformed input is dropped
+            self.batches[n] = (xb, yb)
 
     def lf(self, pred, y, *yb):
         main = self.main_loss(pred, y)
@@ -97,7 +111,7 @@ class MultiTask(SSLCallback):
         if not len(self.learn.yb): return
         model = unwrap_model(self.learn.model)
         total = self.learn.loss_grad
-        for n, t in self.tasks.items():
+        for n, t in self.wired.items():
             xb, yb = self.batches[n]
             if not len(yb): continue
             l = t.loss(model.ssl[n](*xb), *yb)
@@ -111,6 +125,15 @@ class MultiTask(SSLCallback):
     def load_state_dict(self, sd:dict):
         for n, t in self.tasks.items():
             t.load_state_dict({k[len(n) + 1:]: v for k, v in sd.items() if k.startswith(f'{n}.')})
+
+class EmptyTask(TSTask):
+    "The task that does nothing (kind 'none', dlc2action's `EmptySSL`): in a `MultiTask` it needs no model and adds no loss"
+    kind = 'none'
+    def make_batch(self, views): return (), ()
+    def lf(self, pred, *yb): return pred.sum() * 0.
+    def before_fit(self):
+        raise ValueError("EmptyTask adds no loss and has no model: it only has a use inside `MultiTask` (e.g. `MultiTask({'none': EmptyTask()})`, "
+                         "supervised training alone); as the Learner's only task there is nothing to train")
 
 class TaskLoss(Metric):
     "Validation metric: the mean unweighted loss of one part of a `MultiTask` ('main' or a task's name)"

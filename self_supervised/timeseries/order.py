@@ -16,6 +16,7 @@ from ..layers import create_mlp_module
 from .encoders import TSEncoder, SeqModel, create_seq_model
 from .augment import TimeCrop, TimeShift
 from .contrastive import TSTask
+from .data import observed_frames
 from ..registry import register, Recipe
 from .augment import sequence_views, ts_identity_pipelines
 from .contrastive import DLC
@@ -37,8 +38,8 @@ def frame_similarity(u:Tensor, v:Tensor, distance:str='cosine') -> Tensor:
 
 @float32_loss
 def contrastive_regression_loss(u:Tensor, v:Tensor, temp:float=0.1, distance:str='cosine', break_factor:int|None=None,
-                                normalize:bool=True) -> Tensor:
-    "Squared error of the soft-argmax position of each frame of `u` among the frames of `v` (both (B, D, T), time-aligned)"
+                                normalize:bool=True, valid:Tensor|None=None) -> Tensor:
+    "Squared error of the soft-argmax position of each frame of `u` among the frames of `v` (both (B, D, T), time-aligned); only the `valid` (B, T) frames count"
     if u.ndim != 3 or u.shape != v.shape:
         raise ValueError(f"`contrastive_regression_loss` needs two per-frame embeddings (batch, dim, frames) of the same shape, "
                          f"got {tuple(u.shape)} and {tuple(v.shape)}")
@@ -49,11 +50,16 @@ def contrastive_regression_loss(u:Tensor, v:Tensor, temp:float=0.1, distance:str
         if T % break_factor: raise ValueError(f"`break_factor={break_factor}` must divide the {T} frames of the clips")
         cut = lambda e: e.view(B, D, break_factor, T // break_factor).permute(0, 2, 1, 3).reshape(B * break_factor, D, T // break_factor)
         u, v = cut(u), cut(v)
+        if valid is not None: valid = valid.reshape(B * break_factor, T // break_factor)
     T = u.shape[-1]
     if T < 2: raise ValueError(f"`contrastive_regression_loss`: clips (or their parts) of {T} frame have nothing to align")
     pos = torch.arange(T, device=u.device, dtype=u.dtype) / ((T - 1) if normalize else 1)
-    p = torch.softmax(frame_similarity(u, v, distance) / temp, dim=2)
-    return ((p @ pos - pos) ** 2).mean()
+    s = frame_similarity(u, v, distance) / temp
+    if valid is None: return ((torch.softmax(s, dim=2) @ pos - pos) ** 2).mean()
+    valid = valid.bool()
+    p = torch.softmax(s.masked_fill(~valid[:, None, :], -1e9), dim=2)    # frames with nothing observed are no candidates...
+    err = (p @ pos - pos) ** 2
+    return err[valid].mean() if valid.any() else s.sum() * 0.          # ...and no anchors
 
 # %% ../../nbs/66_ts_order.ipynb #a700fc9b
 class ContrastiveRegression(TSTask):
@@ -72,13 +78,16 @@ class ContrastiveRegression(TSTask):
         if n_frames % k or n_frames // k < 2:
             raise ValueError(f"ContrastiveRegression: clips of {n_frames} frames cannot be cut into `break_factor={k}` equal parts of "
                              f"at least 2 frames: use a `break_factor` that divides the clip length, or None")
-    def make_batch(self, views): return (torch.cat(views),), (self.dummy_target(views[0]),)
-    def lf(self, pred, *yb):
+    def make_batch(self, views):
+        valid = observed_frames(self.observed_mask(0), views[0]) & observed_frames(self.observed_mask(1), views[1])
+        return (torch.cat(views),), (valid.to(views[0].dtype),)   # the frames observed in both views
+    def lf(self, pred, valid=None, *yb):
         if pred.ndim != 3:
             raise ValueError(f"ContrastiveRegression: the model must output per-frame embeddings (batch, dim, frames), got shape "
                              f"{tuple(pred.shape)}: create it with `create_seq_model(encoder, dim, per_frame=True)`")
         u, v = pred.chunk(2)
-        return contrastive_regression_loss(u, v, self.temp, self.distance, self.break_factor)
+        if valid is not None and (valid.ndim != 2 or bool(valid.all())): valid = None
+        return contrastive_regression_loss(u, v, self.temp, self.distance, self.break_factor, valid=valid)
 
 # %% ../../nbs/66_ts_order.ipynb #a802b354
 def reverse_batch(x:Tensor, p:float=0.5) -> tuple:
@@ -89,8 +98,8 @@ def reverse_batch(x:Tensor, p:float=0.5) -> tuple:
 class Reverse(TSTask):
     "Reverse task (kind 'ssl_input'): predict from the pooled features whether each clip was reversed in time"
     kind = 'ssl_input'
-    def __init__(self, p:float=0.5, aug_pipelines=None, print_augs=False):
-        super().__init__(aug_pipelines, print_augs)
+    def __init__(self, p:float=0.5, aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
+        super().__init__(aug_pipelines, print_augs, keypoints)
         if not 0 < p < 1: raise ValueError(f"`p` (the probability to reverse a clip) must be in (0, 1), got {p}")
         self.p = p
     def check_frames(self, n_frames):
@@ -134,8 +143,8 @@ def create_order_model(encoder:TSEncoder, n_chunks:int=3, hidden_size:int=128, b
 class Order(TSTask):
     "Order task (kind 'ssl_input'): which permutation of `n_chunks` chunks (each missing its last `gap` frames) is shown"
     kind = 'ssl_input'
-    def __init__(self, n_chunks:int=3, gap:int=10, aug_pipelines=None, print_augs=False):
-        super().__init__(aug_pipelines, print_augs)
+    def __init__(self, n_chunks:int=3, gap:int=10, aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
+        super().__init__(aug_pipelines, print_augs, keypoints)
         if not (isinstance(n_chunks, int) and 2 <= n_chunks <= 5): raise ValueError(f"`n_chunks` must be an int from 2 to 5 (n! classes), got {n_chunks!r}")
         if not (isinstance(gap, int) and gap >= 0): raise ValueError(f"`gap` (frames dropped at the end of each chunk) must be an int >= 0, got {gap!r}")
         self.n_chunks, self.gap = n_chunks, gap
@@ -157,6 +166,6 @@ register('ts_contrastive_regression', Recipe('Contrastive regression', DLC, grou
     views=lambda a: sequence_views(a, time_aligned=True), model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True),
     callback=lambda augs, a: ContrastiveRegression(augs, temp=a.temp)))
 register('ts_reverse', Recipe('Reverse', DLC, group='sequence', modality='sequence', views=lambda a: ts_identity_pipelines(1),
-    model=lambda enc, a: create_seq_model(enc, 1, a.hidden), callback=lambda augs, a: Reverse(aug_pipelines=augs)))
+    model=lambda enc, a: create_seq_model(enc, 1, a.hidden), callback=lambda augs, a: Reverse(aug_pipelines=augs, keypoints=a.keypoints)))
 register('ts_order', Recipe('Order', DLC, group='sequence', modality='sequence', views=lambda a: ts_identity_pipelines(1),
-    model=lambda enc, a: create_order_model(enc, hidden_size=a.hidden), callback=lambda augs, a: Order(gap=_order_gap(a), aug_pipelines=augs)))
+    model=lambda enc, a: create_order_model(enc, hidden_size=a.hidden), callback=lambda augs, a: Order(gap=_order_gap(a), aug_pipelines=augs, keypoints=a.keypoints)))

@@ -12,13 +12,14 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..losses import check_pair, float32_loss, upcast
 from .contrastive import TSTask
+from .masked import ContrastiveMasked, create_contrastive_masked_model
 from ..registry import register, Recipe
-from .augment import sequence_views
+from .augment import sequence_views, ts_identity_pipelines
 from .contrastive import create_ts_contrastive_model
 from .contrastive import DLC
 
 # %% auto #0
-__all__ = ['pair_similarity', 'triplet_loss', 'circle_loss', 'Pairwise']
+__all__ = ['pair_similarity', 'triplet_loss', 'circle_loss', 'Pairwise', 'PairwiseMasked']
 
 # %% ../../nbs/65_ts_pairwise.ipynb #fa930554
 _DISTANCES = ('cosine', 'euclidean')
@@ -76,8 +77,28 @@ class Pairwise(TSTask):
         if self.loss_name == 'triplet': return triplet_loss(z1, z2, self.margin, self.distance)
         return circle_loss(z1, z2, self.gamma, self.margin, self.distance)
 
+# %% ../../nbs/65_ts_pairwise.ipynb #a6123fc2
+class PairwiseMasked(ContrastiveMasked):
+    "Pairwise masked task (kind 'contrastive_2layers'): triplet or circle loss between the clean first-layer features of the central frames and their prediction from the masked clip"
+    def __init__(self, n_masked:int=10, loss:str='triplet', distance:str='cosine', margin:float|None=None, gamma:float=8.,
+                 aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
+        super().__init__(n_masked, aug_pipelines=aug_pipelines, print_augs=print_augs, keypoints=keypoints)
+        if loss not in ('triplet', 'circle'): raise ValueError(f"`loss` must be 'triplet' or 'circle', got {loss!r}")
+        if distance not in _DISTANCES: raise ValueError(f"`distance` must be one of {', '.join(_DISTANCES)}, got {distance!r}")
+        self.loss_name, self.distance, self.gamma = loss, distance, gamma
+        self.margin = ifnone(margin, 0. if loss == 'triplet' else 0.25)
+    def lf(self, pred, seen=None, *yb):
+        target, p = self.observed_pairs(pred, seen)
+        if len(target) < 2: return pred.sum() * 0.
+        if self.loss_name == 'triplet': return triplet_loss(target, p, self.margin, self.distance)
+        return circle_loss(target, p, self.gamma, self.margin, self.distance)
+
 # %% ../../nbs/65_ts_pairwise.ipynb #a097c508
 register('ts_pairwise_triplet', Recipe('Pairwise (triplet)', DLC, group='sequence', modality='sequence', views=sequence_views,
     model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn), callback=lambda augs, a: Pairwise(augs, loss='triplet')))
 register('ts_pairwise_circle', Recipe('Pairwise (circle)', DLC, group='sequence', modality='sequence', views=sequence_views,
     model=lambda enc, a: create_ts_contrastive_model(enc, a.hidden, a.proj, bn=a.bn), callback=lambda augs, a: Pairwise(augs, loss='circle', gamma=8.)))
+# the contrastive masked recipe's hidden frames: a quarter of the clip, at most dlc2action's 10
+register('ts_pairwise_masked', Recipe('Pairwise masked', DLC, group='sequence', modality='sequence',
+    views=lambda a: ts_identity_pipelines(1), model=lambda enc, a: create_contrastive_masked_model(enc, width=a.hidden // 4),
+    callback=lambda augs, a: PairwiseMasked(max(1, min(10, a.n_frames // 4)), aug_pipelines=augs, keypoints=a.keypoints)))

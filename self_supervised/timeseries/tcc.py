@@ -13,13 +13,14 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..losses import float32_loss, upcast
 from .contrastive import TSTask
+from .data import observed_frames
 from ..registry import register, Recipe
 from .augment import ts_identity_pipelines
 from .encoders import create_seq_model
 from .contrastive import DLC
 
 # %% auto #0
-__all__ = ['tcc_loss', 'TCC']
+__all__ = ['tcc_loss', 'tcc_cycle_loss', 'TCC']
 
 # %% ../../nbs/67_ts_tcc.ipynb #ce47f3af
 _TCC_SIMS = ('l2', 'cosine')
@@ -47,27 +48,80 @@ def tcc_loss(u:Tensor, v:Tensor, temp:float=0.1, variance_lambda:float=0.001, si
     var = (beta * (idx[None, None] - mu[..., None]) ** 2).sum(2).clamp_min(1e-6)
     return ((idx - mu) ** 2 / var + variance_lambda * 0.5 * var.log()).mean()
 
+# %% ../../nbs/67_ts_tcc.ipynb #e8276b8f
+def _masked_logits(s:Tensor, valid:Tensor|None) -> Tensor:
+    return s if valid is None else s.masked_fill(~valid[:, None, :], -1e9)   # finite: a row with no candidate stays NaN-free
+
+@float32_loss
+def tcc_cycle_loss(emb:Tensor, cycles:Tensor, temp:float=0.1, variance_lambda:float=0.001, similarity:str='l2', normalize_indices:bool=True,
+                   normalize_embeddings:bool=False, loss:str='regression', label_smoothing:float=0., valid:Tensor|None=None) -> Tensor:
+    "TCC loss of per-frame embeddings `emb` (B, D, T) over the `cycles` (N, L) of clip indices, every `valid` (B, T) frame of a cycle's first clip starting one"
+    if emb.ndim != 3: raise ValueError(f"`tcc_cycle_loss` needs per-frame embeddings (batch, dim, frames), got {tuple(emb.shape)}")
+    if cycles.ndim != 2 or cycles.shape[1] < 2: raise ValueError(f"`cycles` must be (n_cycles, cycle_length >= 2) clip indices, got {tuple(cycles.shape)}")
+    if loss not in ('regression', 'classification'): raise ValueError(f"`loss` must be 'regression' or 'classification', got {loss!r}")
+    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}")
+    if not temp > 0: raise ValueError(f"`tcc_cycle_loss`: the temperature `temp` must be > 0, got {temp}")
+    T = emb.shape[-1]
+    if T < 2: raise ValueError(f"`tcc_cycle_loss`: clips of {T} frame have no cycle to check: use at least 2 frames")
+    e = upcast(emb).transpose(1, 2)                                              # (B, T, D)
+    if normalize_embeddings: e = F.normalize(e, dim=-1)
+    valid = None if valid is None else valid.bool()
+    vmask = lambda c: None if valid is None else valid[cycles[:, c]]
+    start = e[cycles[:, 0]]
+    q = start
+    for c in range(1, cycles.shape[1]):
+        cand = e[cycles[:, c]]
+        q = torch.softmax(_masked_logits(_tcc_similarity(q, cand, similarity) / temp, vmask(c)), dim=2) @ cand
+    logits = _masked_logits(_tcc_similarity(q, start, similarity) / temp, vmask(0))   # (N, T, T): back to the first clip
+    ok = torch.ones(len(cycles), T, dtype=torch.bool, device=e.device) if valid is None else vmask(0)
+    if loss == 'classification':
+        n = ok.sum(1, keepdim=True).clamp_min(1).to(e.dtype)                       # valid frames of the first clip
+        y = (1 - label_smoothing) * torch.eye(T, dtype=e.dtype, device=e.device) + (label_smoothing / n * ok)[:, None, :]
+        per = -(y * torch.log_softmax(logits, dim=2)).sum(2)                    # (N, T)
+    else:
+        beta = torch.softmax(logits, dim=2)
+        idx = torch.arange(T, device=e.device, dtype=e.dtype) / ((T - 1) if normalize_indices else 1)
+        mu = beta @ idx
+        var = (beta * (idx[None, None] - mu[..., None]) ** 2).sum(2).clamp_min(1e-6)
+        per = (idx - mu) ** 2 / var + variance_lambda * 0.5 * var.log()
+    return per[ok].mean() if ok.any() else logits.sum() * 0.
+
 # %% ../../nbs/67_ts_tcc.ipynb #89e3aa4d
 class TCC(TSTask):
-    "Temporal cycle-consistency (kind 'ssl_target'): cycle-back regression of every frame through the next `n_partners` clips of the batch"
-    kind, min_bs = 'ssl_target', 2
-    def __init__(self, temp:float=0.1, variance_lambda:float=0.001, similarity:str='l2', n_partners:int=1, aug_pipelines=None, print_augs=False):
-        super().__init__(aug_pipelines, print_augs)
+    "Temporal cycle-consistency (kind 'ssl_target'): cycles of `cycle_length` clips from every frame; each clip through its next `n_partners`, or `num_cycles` random cycles"
+    kind = 'ssl_target'
+    def __init__(self, temp:float=0.1, variance_lambda:float=0.001, similarity:str='l2', n_partners:int=1, num_cycles:int|None=None,
+                 cycle_length:int=2, loss:str='regression', label_smoothing:float=0.1, normalize_embeddings:bool=False, normalize_indices:bool=True,
+                 aug_pipelines=None, print_augs=False, keypoints:dict|None=None):
+        super().__init__(aug_pipelines, print_augs, keypoints)
         if similarity not in _TCC_SIMS: raise ValueError(f"`similarity` must be one of {', '.join(_TCC_SIMS)}, got {similarity!r}")
         if not (isinstance(n_partners, int) and n_partners >= 1): raise ValueError(f"`n_partners` must be an int >= 1, got {n_partners!r}")
-        self.temp, self.variance_lambda, self.similarity, self.n_partners = temp, variance_lambda, similarity, n_partners
-        self.min_bs = n_partners + 1
+        if not (isinstance(cycle_length, int) and cycle_length >= 2): raise ValueError(f"`cycle_length` (clips in a cycle) must be an int >= 2, got {cycle_length!r}")
+        if num_cycles is not None and not (isinstance(num_cycles, int) and num_cycles >= 1):
+            raise ValueError(f"`num_cycles` must be None (every clip starts cycles) or an int >= 1 (random cycles), got {num_cycles!r}")
+        if loss not in ('regression', 'classification'): raise ValueError(f"`loss` must be 'regression' or 'classification', got {loss!r}")
+        if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}")
+        store_attr('temp,variance_lambda,similarity,n_partners,num_cycles,cycle_length,label_smoothing,normalize_embeddings,normalize_indices')
+        self.loss_name = loss
+        self.min_bs = cycle_length if num_cycles is not None else n_partners * (cycle_length - 1) + 1
     def check_frames(self, n_frames):
         if n_frames < 2: raise ValueError(f"TCC: clips of {n_frames} frame have no cycle to check: use clips of at least 2 frames")
-    def make_batch(self, views): return (views[0],), (self.dummy_target(views[0]),)
-    def lf(self, pred, *yb):
+    def make_batch(self, views): return (views[0],), (observed_frames(self.observed_mask(0), views[0]).to(views[0].dtype),)   # the valid frames
+    def cycles(self, bs:int, device=None) -> Tensor:
+        "(N, cycle_length) clip indices: clip b through b+k, b+2k, ... for k = 1..n_partners, or `num_cycles` random cycles of distinct clips"
+        L = self.cycle_length
+        if self.num_cycles is not None: return torch.rand(self.num_cycles, bs, device=device).argsort(1)[:, :L]
+        b = torch.arange(bs, device=device)
+        return torch.cat([torch.stack([(b + j * k) % bs for j in range(L)], 1) for k in range(1, self.n_partners + 1)])
+    def lf(self, pred, valid=None, *yb):
         if pred.ndim != 3:
             raise ValueError(f"TCC: the model must output per-frame embeddings (batch, dim, frames), got shape {tuple(pred.shape)}: "
                              f"create it with `create_seq_model(encoder, dim, per_frame=True)`")
-        return torch.stack([tcc_loss(pred, pred.roll(-k, 0), self.temp, self.variance_lambda, self.similarity)
-                            for k in range(1, self.n_partners + 1)]).mean()
+        if valid is not None and (valid.shape != (pred.shape[0], pred.shape[2]) or bool(valid.all())): valid = None
+        return tcc_cycle_loss(pred, self.cycles(len(pred), pred.device), self.temp, self.variance_lambda, self.similarity, self.normalize_indices,
+                              self.normalize_embeddings, self.loss_name, self.label_smoothing, valid)
 
 # %% ../../nbs/67_ts_tcc.ipynb #3157d1a9
 register('ts_tcc', Recipe('Temporal cycle consistency', DLC + '; Dwibedi et al., *Temporal Cycle-Consistency Learning*, 2019', group='sequence',
     modality='sequence', temp=0.1, views=lambda a: ts_identity_pipelines(1),
-    model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True), callback=lambda augs, a: TCC(temp=a.temp, aug_pipelines=augs)))
+    model=lambda enc, a: create_seq_model(enc, a.proj, a.hidden, per_frame=True), callback=lambda augs, a: TCC(temp=a.temp, aug_pipelines=augs, keypoints=a.keypoints)))

@@ -40,5 +40,5 @@ class BarlowTwins(CatViews):
 # %% ../../nbs/18_barlow_twins.ipynb #7b966dae
 # the papers' 3-layer projector (8192 wide there) with batch norm, and their loss weight
 register('barlow_twins', Recipe('Barlow Twins', 'Zbontar et al., *Barlow Twins: Self-Supervised Learning via Redundancy Reduction*, 2021',
-    group='non-contrastive', views=image_views, model=lambda enc, a: create_barlow_twins_model(enc, hidden_size=512, projection_size=512),
+    group='non-contrastive', views=image_views, any_rank=True, model=lambda enc, a: create_barlow_twins_model(enc, hidden_size=512, projection_size=512),
     callback=lambda augs, a: BarlowTwins(augs, lmb=5e-3)))

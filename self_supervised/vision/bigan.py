@@ -20,7 +20,8 @@ from ..registry import register, Recipe, image_views
 from fastai.optimizer import Adam
 
 # %% auto #0
-__all__ = ['get_bigan_aug_pipelines', 'sample_prior', 'LatentHead', 'BiGANModel', 'create_bigan_model', 'bigan_loss', 'BiGAN']
+__all__ = ['get_bigan_aug_pipelines', 'latent_shape', 'sample_prior', 'LatentHead', 'BiGANModel', 'create_bigan_model',
+           'bigan_loss', 'BiGAN']
 
 # %% ../../nbs/51_bigan.ipynb #8d758986
 _PRIOR_STD = {'normal': 1., 'uniform': 1 / math.sqrt(3)}
@@ -28,20 +29,31 @@ _PRIOR_STD = {'normal': 1., 'uniform': 1 / math.sqrt(3)}
 def _check_prior(prior):
     if prior not in _PRIOR_STD: raise ValueError(f"`prior` must be 'normal' (N(0, I)) or 'uniform' (U[-1, 1], the paper's), got {prior!r}")
 
-def sample_prior(n:int, z_dim:int, prior:str='normal', device=None) -> Tensor:
-    "`n` latent vectors of `z_dim` from the prior: 'normal' N(0, I) or 'uniform' U[-1, 1]"
+def latent_shape(z_dim) -> tuple:
+    "The shape of one z: `(z_dim,)` for a vector, `(C, h, w)` for a spatial latent (Super-Selfish's `shape=(32, 7, 7)`)"
+    if isinstance(z_dim, int) and not isinstance(z_dim, bool) and z_dim > 0: return (z_dim,)
+    if isinstance(z_dim, (tuple, list, torch.Size)) and len(z_dim) == 3 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in z_dim):
+        return tuple(z_dim)
+    raise ValueError(f"`z_dim` must be a positive int (latent vectors) or (C, h, w) positive ints (a spatial latent, e.g. (8, 7, 7)), got {z_dim!r}")
+
+def sample_prior(n:int, z_dim, prior:str='normal', device=None) -> Tensor:
+    "`n` latents of `z_dim` (an int, or (C, h, w) for spatial ones) from the prior: 'normal' N(0, I) or 'uniform' U[-1, 1]"
     _check_prior(prior)
-    return torch.randn(n, z_dim, device=device) if prior == 'normal' else torch.rand(n, z_dim, device=device) * 2 - 1
+    shape = (n, *latent_shape(z_dim))
+    return torch.randn(shape, device=device) if prior == 'normal' else torch.rand(shape, device=device) * 2 - 1
 
 class LatentHead(nn.Module):
-    "Linear map of the encoder's features to z; with `bn`, batch-normalised (no affine parameters) and scaled by `std`: the prior's mean and variance"
-    def __init__(self, nf:int, z_dim:int, bn:bool=True, std:float=1.):
+    "Linear map of the encoder's features to z (`z_dim`: an int, or (C, h, w)); with `bn`, batch-normalised (no affine parameters) and scaled by `std`: the prior's mean and variance"
+    def __init__(self, nf:int, z_dim, bn:bool=True, std:float=1.):
         super().__init__()
-        self.lin, self.std = nn.Linear(nf, z_dim), std
-        self.bn = nn.BatchNorm1d(z_dim, affine=False) if bn else None
+        self.shape = latent_shape(z_dim)
+        n = math.prod(self.shape)
+        self.lin, self.std = nn.Linear(nf, n), std
+        self.bn = nn.BatchNorm1d(n, affine=False) if bn else None
     def forward(self, f:Tensor) -> Tensor:
         z = self.lin(f)
-        return z if self.bn is None else self.bn(z) * self.std
+        z = z if self.bn is None else self.bn(z) * self.std
+        return z.view(len(z), *self.shape)
 
 # %% ../../nbs/51_bigan.ipynb #3b20ce98
 class BiGANModel(SSLGANModule):
@@ -50,34 +62,37 @@ class BiGANModel(SSLGANModule):
     def __init__(self, encoder:nn.Module, latent:nn.Module, decoder:ImageDecoder, critic:Critic, prior:str='normal'):
         super().__init__()
         _check_prior(prior)
-        if not isinstance(decoder, ImageDecoder) or not isinstance(decoder.in_shape, int):
-            raise ValueError("`BiGANModel`: the generator must be an `ImageDecoder` from vectors: `create_decoder(z_dim, size, n_in)`")
-        if not isinstance(critic, Critic) or critic.z_dim != decoder.in_shape:
-            raise ValueError(f"`BiGANModel`: the critic must be a joint `Critic` of images and z of the generator's {decoder.in_shape} dimensions: "
-                             f"`create_critic(n_in, size, z_dim={decoder.in_shape})`")
+        if not isinstance(decoder, ImageDecoder):
+            raise ValueError("`BiGANModel`: the generator must be an `ImageDecoder` from latents: `create_decoder(z_dim, size, n_in)`")
+        shape = latent_shape(decoder.in_shape)
+        if not isinstance(critic, Critic) or critic.z_dim != math.prod(shape):
+            raise ValueError(f"`BiGANModel`: the critic must be a joint `Critic` of images and z of the generator's {math.prod(shape)} values: "
+                             f"`create_critic(n_in, size, z_dim={math.prod(shape)})`")
         self.encoder, self.latent, self.decoder, self.critic = encoder, latent, decoder, critic
-        self.prior, self.z_dim = prior, decoder.in_shape
+        self.prior, self.z_dim, self.z_shape = prior, decoder.in_shape, shape
 
     def sample_z(self, n:int, device=None) -> Tensor: return sample_prior(n, self.z_dim, self.prior, device)
     def encode(self, x:Tensor) -> Tensor: return self.latent(self.encoder(x))
 
     def forward(self, x:Tensor, z:Tensor) -> tuple:
-        if z.shape != (len(x), self.z_dim):
-            raise ValueError(f"`BiGANModel`: z must be ({len(x)}, {self.z_dim}) for these images, got {tuple(z.shape)}: draw it with `model.sample_z(n)`")
+        if z.shape != (len(x), *self.z_shape):
+            raise ValueError(f"`BiGANModel`: z must be {(len(x), *self.z_shape)} for these images, got {tuple(z.shape)}: draw it with `model.sample_z(n)`")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.gen_mode):   # frozen in the critic's phase: no graph through E and G
             ex, gz = self.encode(x), self.decoder(z)
         if ex.shape != z.shape:
             raise ValueError(f"`BiGANModel`: the encoder's latent head gives {tuple(ex.shape)}, but z is {tuple(z.shape)}: "
                              f"create the model with `create_bigan_model(encoder, size, z_dim=...)`")
-        return self.critic(x, ex), self.critic(gz, z)
+        return self.critic(x, ex.flatten(1)), self.critic(gz, z.flatten(1))   # a spatial z is judged as a vector
 
-def create_bigan_model(encoder:nn.Module, size, n_in:int|None=None, z_dim:int=50, prior:str='normal', latent_bn:bool=True,
+def create_bigan_model(encoder:nn.Module, size, n_in:int|None=None, z_dim=50, prior:str='normal', latent_bn:bool=True,
                        width:int=16, critic_width:int=16, hidden:int=128, p:float=0.) -> BiGANModel:
-    "BiGAN for `n_in`-channel images of `size`: `encoder` with a latent head to `z_dim`, a generator from z, a joint critic (dropout `p`)"
+    "BiGAN for `n_in`-channel images of `size`: `encoder` with a latent head to `z_dim` (an int, or (C, h, w): a spatial z), a generator from z, a joint critic (dropout `p`)"
     _check_prior(prior)
+    shape = latent_shape(z_dim)
+    z_dim = shape[0] if len(shape) == 1 else shape
     n_in = ifnone(n_in, in_channels(encoder))
     latent = LatentHead(encoder_nf(encoder), z_dim, latent_bn, _PRIOR_STD[prior])
-    return BiGANModel(encoder, latent, create_decoder(z_dim, size, n_in, width), create_critic(n_in, size, critic_width, z_dim, hidden, p), prior)
+    return BiGANModel(encoder, latent, create_decoder(z_dim, size, n_in, width), create_critic(n_in, size, critic_width, math.prod(shape), hidden, p), prior)
 
 get_bigan_aug_pipelines = views_aug_fn(1, 'BiGAN')
 

@@ -84,5 +84,5 @@ class BYOL(SSLCallback):
 # %% ../../nbs/16_byol.ipynb #bfafc99e
 # no temperature; m=0.99 rising to 1 along the cosine: in ~700 steps the target must keep up
 register('byol', Recipe('BYOL', 'Grill et al., *Bootstrap Your Own Latent*, 2020', group='non-contrastive', views=image_views,
-    model=lambda enc, a: create_byol_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    any_rank=True, model=lambda enc, a: create_byol_model(enc, hidden_size=a.hidden, projection_size=a.proj, bn=a.bn),
     callback=lambda augs, a: BYOL(augs, m=0.99)))

@@ -6,6 +6,7 @@ Docs: https://self-supervised.github.io/self_supervised/context_encoder.html.md"
 
 # %% ../../nbs/50_context_encoder.ipynb #de6bf54d
 from __future__ import annotations
+import math
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -16,8 +17,8 @@ from .decoders import (SSLGANModule, AdversarialSSL, decoder_for, create_critic,
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_context_encoder_aug_pipelines', 'block_size', 'block_masks', 'erase', 'context_weights', 'context_loss',
-           'complete', 'ContextEncoderModel', 'create_context_encoder_model', 'ContextEncoder']
+__all__ = ['get_context_encoder_aug_pipelines', 'block_size', 'block_boxes', 'block_masks', 'erase', 'context_weights',
+           'context_loss', 'complete', 'ContextEncoderModel', 'create_context_encoder_model', 'ContextEncoder']
 
 # %% ../../nbs/50_context_encoder.ipynb #4e350ef2
 def block_size(block, h:int, w:int) -> tuple:
@@ -31,19 +32,46 @@ def block_size(block, h:int, w:int) -> tuple:
                          f"(or a fraction of the side, e.g. `block=0.25`) or larger views")
     return bh, bw
 
-def block_masks(n:int, h:int, w:int, block=0.25, n_blocks:int=3, center:bool=False, device=None) -> Tensor:
-    "(n, 1, h, w) boolean masks (True: erased) of `n_blocks` blocks at uniformly random positions per image, or of one central block"
-    bh, bw = block_size(block, h, w)
-    if center:
-        top = torch.full((n, 1), (h - bh) // 2, device=device)
-        left = torch.full((n, 1), (w - bw) // 2, device=device)
-    else:
-        if not isinstance(n_blocks, int) or n_blocks < 1: raise ValueError(f"`n_blocks` must be a positive int, got {n_blocks!r}")
-        top = torch.randint(0, h - bh + 1, (n, n_blocks), device=device)
-        left = torch.randint(0, w - bw + 1, (n, n_blocks), device=device)
+def _n_range(n_blocks) -> tuple:
+    "(min, max) number of blocks of `n_blocks`, an int or a (min, max) range"
+    if isinstance(n_blocks, int) and not isinstance(n_blocks, bool):
+        if n_blocks < 1: raise ValueError(f"`n_blocks` must be a positive int or a (min, max) range, got {n_blocks!r}")
+        return n_blocks, n_blocks
+    if (isinstance(n_blocks, (tuple, list)) and len(n_blocks) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in n_blocks)
+        and 0 <= n_blocks[0] <= n_blocks[1] and n_blocks[1] >= 1): return tuple(n_blocks)
+    raise ValueError(f"`n_blocks` must be a positive int or a (min, max) range of ints, 0 <= min <= max, max >= 1, got {n_blocks!r}")
+
+def _check_range(v, name:str, hi=None):
+    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v)
+    if not ok or not 0 < v[0] <= v[1] or (hi is not None and v[1] > hi):
+        raise ValueError(f"`{name}` must be a range (min, max) with 0 < min <= max" + (f" <= {hi}" if hi else "") + f", got {v!r}")
+
+def block_boxes(n:int, h:int, w:int, block=0.25, n_blocks=3, center:bool=False, scale=None, ratio=(0.3, 3.3), p:float=1., device=None) -> tuple:
+    "(top, left, bh, bw, active), each (n, max blocks): the blocks of `block_masks`"
+    lo, hi = (1, 1) if center else _n_range(n_blocks)
+    if scale is None:
+        bh, bw = block_size(block, h, w)
+        if center: top, left = torch.full((n, 1), (h - bh) // 2, device=device), torch.full((n, 1), (w - bw) // 2, device=device)
+        else: top, left = torch.randint(0, h - bh + 1, (n, hi), device=device), torch.randint(0, w - bw + 1, (n, hi), device=device)
+        bh, bw = torch.full_like(top, bh), torch.full_like(top, bw)
+    else:   # torchvision's `RandomErasing`: an area fraction in `scale`, an aspect ratio log-uniform in `ratio`
+        _check_range(scale, 'scale', 1); _check_range(ratio, 'ratio')
+        area = (torch.rand(n, hi, device=device) * (scale[1] - scale[0]) + scale[0]) * h * w
+        r = torch.exp(torch.rand(n, hi, device=device) * (math.log(ratio[1]) - math.log(ratio[0])) + math.log(ratio[0]))
+        bh = (area * r).sqrt().round().long().clamp(1, h); bw = (area / r).sqrt().round().long().clamp(1, w)
+        top = (torch.rand(n, hi, device=device) * (h - bh + 1)).long(); left = (torch.rand(n, hi, device=device) * (w - bw + 1)).long()
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1: raise ValueError(f"`p` (the probability of each block) must be in [0, 1], got {p!r}")
+    active = torch.ones_like(top, dtype=torch.bool)
+    if lo < hi: active &= torch.arange(hi, device=device) < torch.randint(lo, hi + 1, (n, 1), device=device)
+    if p < 1: active &= torch.rand(n, hi, device=device) < p
+    return top, left, bh, bw, active
+
+def block_masks(n:int, h:int, w:int, block=0.25, n_blocks=3, center:bool=False, device=None, scale=None, ratio=(0.3, 3.3), p:float=1.) -> Tensor:
+    "(n, 1, h, w) boolean masks (True: erased): `n_blocks` blocks (an int or a (min, max) range drawn per image), each kept with prob. `p`, of `block` px (or of an area fraction in `scale`) at random positions; or one central block"
+    top, left, bh, bw, active = block_boxes(n, h, w, block, n_blocks, center, scale, ratio, p, device)
     r, c = torch.arange(h, device=device), torch.arange(w, device=device)
-    rows = (r >= top[..., None]) & (r < top[..., None] + bh)      # (n, blocks, h)
-    cols = (c >= left[..., None]) & (c < left[..., None] + bw)    # (n, blocks, w)
+    rows = (r >= top[..., None]) & (r < (top + bh)[..., None]) & active[..., None]   # (n, blocks, h)
+    cols = (c >= left[..., None]) & (c < (left + bw)[..., None])                     # (n, blocks, w)
     return (rows[..., :, None] & cols[..., None, :]).any(1)[:, None]
 
 def erase(x:Tensor, mask:Tensor, value:float=0.) -> Tensor:
@@ -95,17 +123,20 @@ get_context_encoder_aug_pipelines = views_aug_fn(1, 'ContextEncoder')
 class ContextEncoder(AdversarialSSL):
     "Context encoder: blocks of the view erased and painted back; MSE on the erased pixels, plus `adv_w` times an adversarial term"
     n_views = 1
-    def __init__(self, aug_pipelines, block=None, n_blocks:int|None=None, center:bool=False, overlap:int=0, overlap_w:float=10.,
-                 adv_w:float=0., kind:str='bce', value:float=0., switcher=None, gen_first:bool=False, print_augs=False):
+    def __init__(self, aug_pipelines, block=None, n_blocks:int|tuple|None=None, center:bool=False, overlap:int=0, overlap_w:float=10.,
+                 adv_w:float=0., kind:str='bce', value:float=0., switcher=None, gen_first:bool=False, print_augs=False,
+                 scale=None, ratio=(0.3, 3.3), block_p:float=1.):
         super().__init__(aug_pipelines, switcher=switcher, gen_first=gen_first, print_augs=print_augs)
         n_blocks = ifnone(n_blocks, 1 if center else 3)
         if center and n_blocks != 1: raise ValueError(f"`center=True` erases one central block: drop `n_blocks` (got {n_blocks})")
-        if not isinstance(n_blocks, int) or n_blocks < 1: raise ValueError(f"`n_blocks` must be a positive int, got {n_blocks!r}")
+        if center and (scale is not None or block_p != 1): raise ValueError("`center=True` erases one central block of `block`: drop `scale` and `block_p`")
+        if scale is not None and block is not None: raise ValueError("Give the blocks' size either in pixels or sides (`block`) or as a range of areas (`scale`), not both")
+        block_boxes(1, 8, 8, 1, n_blocks, center, scale, ratio, block_p)   # checks `n_blocks`, `scale`, `ratio` and `block_p`
         if not isinstance(overlap, int) or overlap < 0: raise ValueError(f"`overlap` must be an int >= 0 (pixels of context around the holes), got {overlap!r}")
         if overlap_w < 0: raise ValueError(f"`overlap_w` must be >= 0, got {overlap_w}")
         if not 0 <= adv_w < 1: raise ValueError(f"`adv_w` is the adversarial weight lambda_adv in [0, 1) (the paper's 0.001; 0: none), got {adv_w}")
         _check_kind(kind)
-        store_attr('n_blocks,center,overlap,overlap_w,adv_w,kind,value')
+        store_attr('n_blocks,center,overlap,overlap_w,adv_w,kind,value,scale,ratio,block_p')
         self.block = ifnone(block, 0.5 if center else 0.25)
 
     def _setup(self):
@@ -120,7 +151,7 @@ class ContextEncoder(AdversarialSSL):
 
     def make_batch(self, views):
         x = views[0]
-        self.mask = block_masks(len(x), x.shape[-2], x.shape[-1], self.block, self.n_blocks, self.center, x.device)
+        self.mask = block_masks(len(x), x.shape[-2], x.shape[-1], self.block, self.n_blocks, self.center, x.device, self.scale, self.ratio, self.block_p)
         x_in = erase(x, self.mask, self.value)
         if self.gen_mode: return (x_in,), (x, self.mask)
         return (x_in, self.mask, x), (self.mask,)   # a target, so that fastai computes the loss

@@ -12,13 +12,14 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf
+from ..losses import upcast
 from ..losses.feature_maps import _cpc_nce_loss
 from ..callback import SSLCallback, unwrap_model
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_cpc_aug_pipelines', 'patch_grid', 'extract_patches', 'PixelCNNContext', 'CPCTask', 'CPCModel', 'create_cpc_model',
-           'PatchGridEncoder', 'CPCV2']
+__all__ = ['CPC_SIDES', 'get_cpc_aug_pipelines', 'patch_grid', 'extract_patches', 'PixelCNNContext', 'orient_grid',
+           'cpc_sampled_nce_loss', 'CPCTask', 'CPCModel', 'create_cpc_model', 'PatchGridEncoder', 'CPCV2']
 
 # %% ../../nbs/41_cpc.ipynb #01241aea
 def patch_grid(height:int, width:int, patch_size:int, stride:int) -> tuple:
@@ -46,31 +47,80 @@ class PixelCNNContext(nn.Module):
         return F.relu(z)
 
 # %% ../../nbs/41_cpc.ipynb #4a17220d
+CPC_SIDES = ('top', 'bottom', 'left', 'right')
+
+def orient_grid(z:Tensor, side:str) -> Tensor:
+    "The grid `z` (B, C, rows, cols) turned so that the context comes from `side` and the predictions go down its rows"
+    if side == 'top': return z
+    if side == 'bottom': return z.flip(2)
+    if side == 'left': return z.transpose(2, 3)
+    if side == 'right': return z.transpose(2, 3).flip(2)
+    raise ValueError(f"`side` must be one of {CPC_SIDES}, got {side!r}")
+
+def cpc_sampled_nce_loss(preds:Tensor, targets:Tensor, k:int, n_negatives:int, neg_idx:Tensor|None=None) -> Tensor:
+    "CPC's InfoNCE with `n_negatives` negatives per prediction, drawn uniformly among the batch's other target vectors (`neg_idx` if given)"
+    b, d, h, w = targets.shape
+    tg = upcast(targets).permute(0, 2, 3, 1).reshape(-1, d)                  # (B*h*w, D)
+    p = upcast(preds)[:, :, :h - k].permute(0, 2, 3, 1).reshape(-1, d)       # (B*(h-k)*w, D)
+    i = lambda n, dim: torch.arange(n, device=p.device).view([-1 if j == dim else 1 for j in range(3)])
+    pos = (i(b, 0) * h * w + (i(h - k, 1) + k) * w + i(w, 2)).flatten()      # the target k rows below
+    if neg_idx is None:
+        r = torch.randint(0, len(tg) - 1, (len(p), n_negatives), device=p.device)
+        neg_idx = r + (r >= pos[:, None]).long()                             # any vector but the positive
+    logits = torch.cat([(p * tg[pos]).sum(1, keepdim=True), torch.einsum('md,mnd->mn', p, tg[neg_idx])], 1)
+    return F.cross_entropy(logits, torch.zeros(len(p), dtype=torch.long, device=p.device))
+
+def _side_nets(n_in:int, target_dim:int, context_dim:int, n_offsets:int) -> tuple:
+    return PixelCNNContext(n_in, context_dim), nn.ModuleList([nn.Conv2d(n_in, target_dim, 1) for _ in range(n_offsets)])
+
 class CPCTask(nn.Module):
     "CPC v2's predictive task on a (batch, channels, rows, cols) grid of patch embeddings; the offsets k are `steps_to_ignore+1..steps_to_predict`"
     def __init__(self, num_input_channels:int, target_dim:int=64, embed_scale:float=0.1, steps_to_ignore:int=2, steps_to_predict:int=3,
-                 context_dim:int=256):
+                 context_dim:int=256, sides=('top',), n_negatives:int|None=None):
         super().__init__()
         if not (isinstance(steps_to_ignore, int) and isinstance(steps_to_predict, int) and 0 <= steps_to_ignore < steps_to_predict):
             raise ValueError(f"`CPCTask`: need ints 0 <= steps_to_ignore < steps_to_predict (the offsets are steps_to_ignore+1..steps_to_predict), "
                              f"got {steps_to_ignore!r}, {steps_to_predict!r}")
-        store_attr('num_input_channels,target_dim,embed_scale,steps_to_ignore,steps_to_predict')
+        sides = (sides,) if isinstance(sides, str) else tuple(sides)
+        if not sides or any(s not in CPC_SIDES for s in sides) or len(set(sides)) != len(sides):
+            raise ValueError(f"`CPCTask`: `sides` are the sides the context comes from, some of {CPC_SIDES} without repeats "
+                             f"(Super-Selfish uses all four), got {sides!r}")
+        if n_negatives is not None and (isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1):
+            raise ValueError(f"`CPCTask`: `n_negatives` is the number of negatives drawn per prediction, a positive int (Super-Selfish: 2), "
+                             f"or None for every other vector of the batch, got {n_negatives!r}")
+        store_attr('num_input_channels,target_dim,embed_scale,steps_to_ignore,steps_to_predict,sides,n_negatives')
         self.offsets = list(range(steps_to_ignore + 1, steps_to_predict + 1))
-        self.context_cnn = PixelCNNContext(num_input_channels, context_dim)
+        # the first side's networks keep their names (checkpoints of one side load as before), the others are in `more_sides`
+        self.context_cnn, self.pred_cnns = _side_nets(num_input_channels, target_dim, context_dim, len(self.offsets))
         self.target_cnn = nn.Conv2d(num_input_channels, target_dim, 1)
-        self.pred_cnns = nn.ModuleList([nn.Conv2d(num_input_channels, target_dim, 1) for _ in self.offsets])
+        if len(sides) > 1:
+            self.more_sides = nn.ModuleDict({s: nn.ModuleDict(dict(zip(('context_cnn', 'pred_cnns'),
+                                             _side_nets(num_input_channels, target_dim, context_dim, len(self.offsets))))) for s in sides[1:]})
+
+    def side_nets(self, side:str) -> tuple:
+        "The context network and the prediction convolutions of `side`"
+        if side == self.sides[0]: return self.context_cnn, self.pred_cnns
+        return self.more_sides[side]['context_cnn'], self.more_sides[side]['pred_cnns']
 
     def forward(self, Z:Tensor) -> Tensor:
         if Z.ndim != 4 or Z.shape[1] != self.num_input_channels:
             raise ValueError(f"`CPCTask`: `Z` must be a (batch, {self.num_input_channels}, rows, cols) grid of patch embeddings, got {tuple(Z.shape)}")
-        h = Z.shape[2]
-        if h <= self.offsets[0]:
-            raise ValueError(f"`CPCTask`: a grid of {h} rows has no patch {self.offsets[0]} rows below another: "
-                             f"use a grid of at least {self.offsets[0] + 1} rows (larger images, smaller patches) or a smaller `steps_to_ignore`")
-        context, targets = self.context_cnn(Z), self.target_cnn(Z)
-        # the predictions and targets are (B, target_dim, h, w) maps of the same shape: the kernel, without checks
-        return sum(_cpc_nce_loss(pred(context) * self.embed_scale, targets, k)
-                   for k, pred in zip(self.offsets, self.pred_cnns) if k < h)   # k >= h: no row to predict
+        targets, loss = self.target_cnn(Z), 0.
+        for side in self.sides:
+            z, t = orient_grid(Z, side), orient_grid(targets, side)
+            h = z.shape[2]
+            if h <= self.offsets[0]:
+                what = 'rows' if side in ('top', 'bottom') else 'columns'
+                raise ValueError(f"`CPCTask`: a grid of {h} {what} has no patch {self.offsets[0]} {what} away from another (side {side!r}): "
+                                 f"use a grid of at least {self.offsets[0] + 1} {what} (larger images, smaller patches) or a smaller `steps_to_ignore`")
+            ctx, preds = self.side_nets(side)
+            context = ctx(z)
+            for k, pred in zip(self.offsets, preds):
+                if k >= h: continue   # no row to predict
+                p = pred(context) * self.embed_scale
+                # the predictions and targets are (B, target_dim, h, w) maps of the same shape: the kernels, without checks
+                loss = loss + (_cpc_nce_loss(p, t, k) if self.n_negatives is None else cpc_sampled_nce_loss(p, t, k, self.n_negatives))
+        return loss
 
 # %% ../../nbs/41_cpc.ipynb #ffe4cec8
 class CPCModel(nn.Module):
@@ -84,9 +134,11 @@ class CPCModel(nn.Module):
         z = self.encoder(patches.reshape(b * r * c, *patches.shape[3:]))
         return z.view(b, r, c, -1).permute(0, 3, 1, 2)
 
-def create_cpc_model(encoder:nn.Module, target_dim=64, embed_scale=0.1, steps_to_ignore=2, steps_to_predict=3, context_dim=256) -> CPCModel:
-    "CPC v2 model: the patch encoder and a `CPCTask` on its embeddings (paper defaults)"
-    return CPCModel(encoder, CPCTask(encoder_nf(encoder), target_dim, embed_scale, steps_to_ignore, steps_to_predict, context_dim))
+def create_cpc_model(encoder:nn.Module, target_dim=64, embed_scale=0.1, steps_to_ignore=2, steps_to_predict=3, context_dim=256,
+                     sides=('top',), n_negatives:int|None=None) -> CPCModel:
+    "CPC v2 model: the patch encoder and a `CPCTask` on its embeddings (paper defaults; Super-Selfish: `sides=CPC_SIDES, n_negatives=2`)"
+    return CPCModel(encoder, CPCTask(encoder_nf(encoder), target_dim, embed_scale, steps_to_ignore, steps_to_predict, context_dim,
+                                     sides, n_negatives))
 
 get_cpc_aug_pipelines = views_aug_fn(1, 'CPC')
 
@@ -123,10 +175,13 @@ class CPCV2(SSLCallback):
 
     def make_batch(self, views):
         x = views[0]
-        (h, w), k = x.shape[-2:], self.task.offsets[0]
-        rows = patch_grid(h, w, self.patch_size, self.patch_stride)[0] if min(h, w) >= self.patch_size else 0
+        (h, w), task = x.shape[-2:], self.task
+        k = task.offsets[0]
+        rows, cols = patch_grid(h, w, self.patch_size, self.patch_stride) if min(h, w) >= self.patch_size else (0, 0)
+        if any(s in task.sides for s in ('left', 'right')) and 'top' not in task.sides and 'bottom' not in task.sides: rows = cols
+        elif any(s in task.sides for s in ('left', 'right')): rows = min(rows, cols)
         if rows <= k:
-            raise ValueError(f"CPCV2: images of {h}x{w} px give a grid of {rows} row(s) of patches (patch_size={self.patch_size}, "
+            raise ValueError(f"CPCV2: images of {h}x{w} px give a grid of {rows} row(s) (or column(s), for the sides left and right) of patches (patch_size={self.patch_size}, "
                              f"patch_stride={self.patch_stride}), but predicting {k} rows below needs {k + 1}: use images of at least "
                              f"{self.patch_size + k * self.patch_stride} px, or a smaller `patch_size`/`patch_stride`")
         return (extract_patches(x, self.patch_size, self.patch_stride),), (torch.zeros(len(x), device=x.device),)

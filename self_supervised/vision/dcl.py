@@ -12,7 +12,7 @@ from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..losses import dcl_loss
 from ..losses.contrastive import _dcl_loss
-from .simclr import SimCLR, SimCLRModel, create_simclr_model
+from .simclr import SimCLR, SimCLRModel, create_simclr_model, NIDL
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
@@ -35,5 +35,5 @@ class DCL(SimCLR):
 
 # %% ../../nbs/11_dcl.ipynb #dd8c43c6
 register('dcl', Recipe('DCL / DCLW', 'Yeh et al., *Decoupled Contrastive Learning*, 2022', group='contrastive', temp=0.5, views=image_views,
-    model=lambda enc, a: create_dcl_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    any_rank=True, presets={'nidl': NIDL}, model=lambda enc, a: create_dcl_model(enc, hidden_size=a.hidden, projection_size=a.proj, bn=a.bn),
     callback=lambda augs, a: DCL(augs, temp=a.temp)))

@@ -8,9 +8,11 @@ Docs: https://self-supervised.github.io/self_supervised/exemplar.html.md"""
 from __future__ import annotations
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import nn, Tensor
 from fastcore.all import *
+from fastai.vision.core import imagenet_stats
 from ..augmentations import get_batch_augs, get_multi_aug_pipelines
+from ..aug_presets import aug_preset_pipelines
 from ..layers import out_features
 from ..callback import SSLCallback, unwrap_model, per_item, view_major
 from .rotnet import PretextClassifier, create_pretext_classifier
@@ -18,16 +20,31 @@ from .instdisc import item_indices
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_exemplar_aug_pipelines', 'create_exemplar_model', 'Exemplar']
+__all__ = ['get_exemplar_aug_pipelines', 'sample_exemplars', 'create_exemplar_model', 'Exemplar']
 
 # %% ../../nbs/44_exemplar.ipynb #0752cb13
 @delegates(get_batch_augs, but=['resize_scale', 'rotate_deg', 'rotate_p', 'jitter_p', 'blur_p'])
 def get_exemplar_aug_pipelines(size, n_views:int=2, resize_scale=(0.25, 1.), rotate_deg=20, rotate_p=0.5, jitter_p=0.8,
-                               blur_p=0.5, **kwargs) -> list:
-    "`n_views` pipelines of strong augmentations (the surrogate classes' transformations): crop and scale, rotation, colour, blur"
+                               blur_p=0.5, n_trans:int|None=None, max_elms:int=10, p:float=0.5, seed:int=0, **kwargs) -> list:
+    "`n_views` pipelines of strong augmentations: crop and scale, rotation, colour, blur; or with `n_trans`, Super-Selfish's fixed compositions"
     if not isinstance(n_views, int) or n_views < 1: raise ValueError(f"`n_views` must be a positive int, got {n_views!r}")
-    return get_multi_aug_pipelines(n_views, size, resize_scale=resize_scale, rotate_deg=rotate_deg, rotate_p=rotate_p,
-                                   jitter_p=jitter_p, blur_p=blur_p, **kwargs)
+    if n_trans is None:
+        return get_multi_aug_pipelines(n_views, size, resize_scale=resize_scale, rotate_deg=rotate_deg, rotate_p=rotate_p,
+                                       jitter_p=jitter_p, blur_p=blur_p, **kwargs)
+    other = sorted(set(kwargs) - {'stats'}) + [n for n, v, d in [('rotate_deg', rotate_deg, 20), ('rotate_p', rotate_p, 0.5),
+                                                                  ('jitter_p', jitter_p, 0.8), ('blur_p', blur_p, 0.5)] if v != d]
+    if other: raise ValueError(f"With `n_trans` the views are Super-Selfish's compositions of operations, which take no {other}: "
+                               f"set `resize_scale`, `max_elms`, `p`, `seed` or `stats` only (or drop `n_trans`)")
+    # the same `seed` for every view: all views draw from the one set of compositions
+    return aug_preset_pipelines('exemplar', n_views, size, stats=kwargs.get('stats', imagenet_stats), n_trans=n_trans, max_elms=max_elms,
+                                p=p, seed=seed, resize_scale=resize_scale)
+
+def sample_exemplars(n_items:int, n_classes:int, seed:int=0) -> Tensor:
+    "The sorted indices of `n_classes` different items of `n_items` (seeded): the images that are the surrogate classes"
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= n_items:
+        raise ValueError(f"`n_classes` is the number of images used as classes, drawn without repeats from the {n_items} items: "
+                         f"an int in [2, {n_items}], got {n_classes!r}")
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(seed))[:n_classes].sort().values
 
 # %% ../../nbs/44_exemplar.ipynb #810efcfa
 def create_exemplar_model(encoder:nn.Module, n_items:int, hidden_size=256, bn=True, nlayers=2) -> PretextClassifier:

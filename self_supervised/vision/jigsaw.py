@@ -7,19 +7,25 @@ Docs: https://self-supervised.github.io/self_supervised/jigsaw.html.md"""
 # %% ../../nbs/43_jigsaw.ipynb #215cd21c
 from __future__ import annotations
 import functools, itertools, math
+from pathlib import Path
+import numpy as np
+import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from fastai.torch_core import apply_init
-from ..augmentations import views_aug_fn
+from fasttransform import Pipeline
+from ..augmentations import views_aug_fn, BatchAug
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..callback import SSLCallback, unwrap_model
+from .instdisc import item_indices
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_jigsaw_aug_pipelines', 'jigsaw_permutations', 'jigsaw_tile_size', 'jigsaw_tiles', 'shuffle_tiles',
-           'standardize_tiles', 'JigsawModel', 'default_n_perms', 'create_jigsaw_model', 'Jigsaw']
+__all__ = ['get_jigsaw_aug_pipelines', 'jigsaw_permutations', 'load_jigsaw_permutations', 'jigsaw_tile_size', 'jigsaw_tiles',
+           'shuffle_tiles', 'standardize_tiles', 'JigsawModel', 'default_n_perms', 'create_jigsaw_model',
+           'jigsaw_tile_augs', 'Jigsaw']
 
 # %% ../../nbs/43_jigsaw.ipynb #e5aa8c02
 @functools.lru_cache(maxsize=2)
@@ -49,6 +55,35 @@ def jigsaw_permutations(n_tiles:int, n_perms:int|None=None, seed:int=0) -> Tenso
         raise ValueError(f"`n_perms` must be between 2 and {n_all} (the number of permutations of {n_tiles} tiles), got {n_perms!r}")
     if n_perms == n_all: return _all_permutations(n_tiles).long()
     return _greedy_permutations(n_tiles, n_perms, seed).clone()
+
+# %% ../../nbs/43_jigsaw.ipynb #0b615365
+def load_jigsaw_permutations(perms, n_tiles:int|None=None) -> Tensor:
+    "A permutation set (n_perms, n_tiles) from a `.npy`/`.pt` file, an array or a tensor, checked: 0-based permutations, no row twice"
+    src = perms
+    if isinstance(perms, (str, Path)):
+        p = Path(perms)
+        if not p.exists(): raise ValueError(f"`perms`: no file {str(p)!r}")
+        if p.suffix == '.npy': perms = np.load(p)
+        elif p.suffix in ('.pt', '.pth'): perms = torch.load(p, map_location='cpu', weights_only=True)
+        else: raise ValueError(f"`perms`: a permutation file is a `.npy` (numpy) or `.pt`/`.pth` (torch) file, got {str(p)!r}")
+    t = torch.as_tensor(np.asarray(perms) if not isinstance(perms, Tensor) else perms)
+    if t.ndim != 2 or t.shape[0] < 2 or t.is_floating_point() and not torch.equal(t, t.round()):
+        raise ValueError(f"`perms` must be an integer array (n_perms, n_tiles) of at least 2 permutations, got shape {tuple(t.shape)} "
+                         f"({t.dtype}) from {type(src).__name__}")
+    t = t.long()
+    n = t.shape[1]
+    if n_tiles is not None and n != n_tiles:
+        raise ValueError(f"`perms` permutes {n} tiles but the puzzle has {n_tiles} (`grid`={math.isqrt(n_tiles)}): use a set for "
+                         f"{n_tiles} tiles, or `grid={math.isqrt(n)}`" if math.isqrt(n) ** 2 == n else f"`perms` permutes {n} tiles but the puzzle has {n_tiles}")
+    bad = (t.sort(1).values != torch.arange(n)).any(1).nonzero().flatten()
+    if len(bad):
+        raise ValueError(f"`perms`: row {int(bad[0])} ({t[bad[0]].tolist()}) is not a permutation of 0..{n - 1} "
+                         f"(0-based, every tile once; a 1-based set needs `perms - 1`)")
+    uniq, inv = torch.unique(t, dim=0, return_inverse=True)
+    if len(uniq) != len(t):
+        i = int((inv.bincount()[inv] > 1).nonzero()[0])
+        raise ValueError(f"`perms`: the permutation {t[i].tolist()} appears more than once: every class must be a different permutation")
+    return t
 
 # %% ../../nbs/43_jigsaw.ipynb #0cc4249c
 def jigsaw_tile_size(cell:int) -> int:
@@ -114,16 +149,46 @@ def create_jigsaw_model(encoder:nn.Module, grid:int=2, n_perms:int|None=None, hi
 get_jigsaw_aug_pipelines = views_aug_fn(1, 'Jigsaw')
 
 # %% ../../nbs/43_jigsaw.ipynb #3f2d3e3e
+def jigsaw_tile_augs(jitter=(0.4, 0.4, 0.4, 0.1), grey_p:float=0.3) -> Pipeline:
+    "Super-Selfish's per-tile augmentation: colour jitter (brightness, contrast, saturation, hue) and grey with `grey_p`, drawn per tile"
+    b, c, s, h = jitter
+    return Pipeline([BatchAug(K.ColorJitter(b, c, s, h, p=1.), gray=K.ColorJitter(b, c, p=1.)), BatchAug(K.RandomGrayscale(p=grey_p), gray=None)],
+                    split_idx=0)
+
 class Jigsaw(SSLCallback):
-    "Jigsaw puzzles: `grid` x `grid` tiles with gaps (`tile_size`), shuffled by one of `n_perms` permutations to classify"
-    n_views, _state = 1, ('perms',)
-    def __init__(self, aug_pipelines, grid:int=2, n_perms:int|None=None, tile_size:int|None=None, seed:int=0, eps:float=1e-2, print_augs=False):
+    "Jigsaw puzzles: `grid` x `grid` tiles with gaps (`tile_size`), shuffled by one of `n_perms` permutations (or the set `perms`) to classify"
+    n_views, _state = 1, ('perms', 'image_perms')
+    def __init__(self, aug_pipelines, grid:int=2, n_perms:int|None=None, tile_size:int|None=None, seed:int=0, eps:float=1e-2, print_augs=False,
+                 perms=None, n_perms_per_image:int|None=None, tile_augs=None):
         super().__init__(aug_pipelines, print_augs)
         if grid not in (2, 3): raise ValueError(f"Jigsaw: `grid` must be 2 (2x2 tiles) or 3 (3x3, the paper's), got {grid!r}")
         if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 1):
             raise ValueError(f"Jigsaw: `tile_size` must be a positive int (or None: 64/75 of a cell, as in the paper), got {tile_size!r}")
-        store_attr('grid,tile_size,eps')
-        self.perms = jigsaw_permutations(grid * grid, ifnone(n_perms, default_n_perms(grid)), seed)
+        if perms is None: p = jigsaw_permutations(grid * grid, ifnone(n_perms, default_n_perms(grid)), seed)
+        else:
+            p = load_jigsaw_permutations(perms, grid * grid)
+            if n_perms is not None:   # the first `n_perms` of the file, as Super-Selfish's `total_perms`
+                if not isinstance(n_perms, int) or not 2 <= n_perms <= len(p):
+                    raise ValueError(f"Jigsaw: `n_perms` takes the first permutations of `perms`: between 2 and {len(p)}, got {n_perms!r}")
+                p = p[:n_perms]
+        if n_perms_per_image is not None and (isinstance(n_perms_per_image, bool) or not isinstance(n_perms_per_image, int)
+                                              or not 1 <= n_perms_per_image <= len(p)):
+            raise ValueError(f"Jigsaw: `n_perms_per_image` is the number of permutations each training image may get, an int in "
+                             f"[1, {len(p)}] (None: any of them), got {n_perms_per_image!r}")
+        if tile_augs is True: tile_augs = jigsaw_tile_augs()
+        if tile_augs is not None and tile_augs is not False and not callable(tile_augs):
+            raise ValueError(f"Jigsaw: `tile_augs` must be True (Super-Selfish's colour jitter per tile), a callable on a batch of tiles, or None, got {tile_augs!r}")
+        store_attr('grid,tile_size,eps,seed,n_perms_per_image')
+        self.tile_augs = tile_augs or None
+        self.needs_item_index = n_perms_per_image is not None   # the permutations of an image are read by its index
+        self.perms = p
+
+    def init_state(self):
+        # each training image's own permutations: drawn once (seeded), without repeats, kept with the model
+        k, dls = self.n_perms_per_image, getattr(self.learn, 'dls', None)
+        if k is None or self.image_perms is not None or dls is None or not len(dls.train.dataset): return
+        g = torch.Generator().manual_seed(self.seed)
+        self.image_perms = torch.rand(len(dls.train.dataset), len(self.perms), generator=g).argsort(1)[:, :k]
 
     def _setup(self):
         super()._setup()
@@ -135,12 +200,21 @@ class Jigsaw(SSLCallback):
             raise ValueError(f"Jigsaw: the model classifies {n} permutations of {model.n_tiles} tiles, but the callback uses {k} of "
                              f"{self.grid ** 2}: create it with `create_jigsaw_model(encoder, grid={self.grid}, n_perms={k})`")
 
+    def labels(self, n:int, device=None) -> Tensor:
+        "The permutation index of each of the `n` images: any one, or one of the image's own (`n_perms_per_image`, in training)"
+        if self.n_perms_per_image is None or not self.training: return torch.randint(0, len(self.perms), (n,), device=device)
+        idx = item_indices(self.learn.yb, n, len(self.image_perms), 'Jigsaw(n_perms_per_image=...)', self.learn.dl)
+        own = self.image_perms.to(device)[idx.to(device)]
+        return own.gather(1, torch.randint(0, own.shape[1], (n, 1), device=device)).squeeze(1)
+
     def make_batch(self, views):
         x = views[0]
         perms = self.perms.to(x.device)
-        y = torch.randint(0, len(perms), (len(x),), device=x.device)
-        tiles = shuffle_tiles(jigsaw_tiles(x, self.grid, self.tile_size), perms, y)
-        return (standardize_tiles(tiles, self.eps),), (y,)
+        y = self.labels(len(x), x.device)
+        if self.tile_augs is not None: x = self.aug1.decode(x).clamp(0, 1)   # colour jitter on pixel values; the tiles are standardised after it
+        tiles = jigsaw_tiles(x, self.grid, self.tile_size)
+        if self.tile_augs is not None: tiles = self.tile_augs(tiles.flatten(0, 1)).view(tiles.shape)
+        return (standardize_tiles(shuffle_tiles(tiles, perms, y), self.eps),), (y,)
 
     def lf(self, pred, y, *yb): return F.cross_entropy(pred, y)
 

@@ -110,6 +110,6 @@ class MOCO(SSLCallback):
 # %% ../../nbs/12_moco.ipynb #81bdf005
 # m=0.99: in a short run the momentum encoder must keep up
 register('moco', Recipe('MoCo v2', 'Chen et al., *Improved Baselines with Momentum Contrastive Learning*, 2020 (v1: He et al., 2020; v3: Chen, Xie and He, 2021)',
-    group='contrastive', temp=0.2, views=image_views,
-    model=lambda enc, a: create_moco_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    group='contrastive', temp=0.2, views=image_views, any_rank=True,
+    model=lambda enc, a: create_moco_model(enc, hidden_size=a.hidden, projection_size=a.proj, bn=a.bn),
     callback=lambda augs, a: MOCO(augs, K=4096, m=0.99, temp=a.temp)))

@@ -82,6 +82,6 @@ class NNCLR(CatViews):
 
 # %% ../../nbs/14_nnclr.ipynb #f9a13411
 register('nnclr', Recipe('NNCLR', 'Dwibedi et al., *With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning*, 2021',
-    group='contrastive', temp=0.2, views=image_views,
-    model=lambda enc, a: create_nnclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    group='contrastive', temp=0.2, views=image_views, any_rank=True,
+    model=lambda enc, a: create_nnclr_model(enc, hidden_size=a.hidden, projection_size=a.proj, bn=a.bn),
     callback=lambda augs, a: NNCLR(augs, K=8192, temp=a.temp)))

@@ -6,6 +6,7 @@ Docs: https://self-supervised.github.io/self_supervised/rotnet.html.md"""
 
 # %% ../../nbs/42_rotnet.ipynb #4e006532
 from __future__ import annotations
+import math
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -17,8 +18,8 @@ from ..callback import SSLCallback, per_item, view_major
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_rotnet_aug_pipelines', 'rotate_images', 'rotnet_batch', 'PretextClassifier', 'create_pretext_classifier',
-           'create_rotnet_model', 'RotNet']
+__all__ = ['ROTATIONS', 'get_rotnet_aug_pipelines', 'rotation_turns', 'rotate_images', 'rotnet_batch', 'PretextClassifier',
+           'create_pretext_classifier', 'create_rotnet_model', 'RotNet']
 
 # %% ../../nbs/42_rotnet.ipynb #fa5c3b0b
 def _check_square(x:Tensor, fn:str):
@@ -26,6 +27,21 @@ def _check_square(x:Tensor, fn:str):
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"`{fn}`: rotations by 90 degrees only keep the shape of square images, got {x.shape[-2]}x{x.shape[-1]}: "
                          f"crop the views to a square (the pipelines of `get_rotnet_aug_pipelines(size)` do)")
+
+ROTATIONS = (0, 90, 180, 270)   # the paper's four angles, in degrees counter-clockwise
+
+def rotation_turns(rotations=ROTATIONS) -> Tensor:
+    "The quarter turns (0-3) of `rotations`, angles in degrees counter-clockwise: at least two, multiples of 90, all different"
+    if isinstance(rotations, (str, bytes)) or not hasattr(rotations, '__len__') or len(rotations) < 2:
+        raise ValueError(f"`rotations` must be a list of at least two angles in degrees (multiples of 90), e.g. (0, 90, 180, 270), got {rotations!r}")
+    turns = []
+    for a in rotations:
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or abs(a / 90 - round(a / 90)) > 1e-6:
+            raise ValueError(f"`rotations`: every angle must be a multiple of 90 degrees (no interpolation, no black corners), got {a!r} in {rotations!r}")
+        turns.append(round(a / 90) % 4)
+    if len(set(turns)) != len(turns):
+        raise ValueError(f"`rotations` {rotations!r} holds the same rotation twice (angles are taken modulo 360): the classes must differ")
+    return torch.tensor(turns)
 
 def rotate_images(x:Tensor, k:Tensor) -> Tensor:
     "Rotate each square image `x[i]` by `k[i]` (0-3) quarter turns counter-clockwise, on the device of `x`"
@@ -38,12 +54,12 @@ def rotate_images(x:Tensor, k:Tensor) -> Tensor:
         out[sel] = x[sel].rot90(r, (-2, -1))
     return out
 
-def rotnet_batch(x:Tensor, all_rotations:bool=True) -> tuple:
-    "(rotated images, rotation labels): the 4 rotations of every image (`4B` images, angle-major), or one random rotation per image"
-    n = len(x)
-    if all_rotations: k = torch.arange(4, device=x.device).repeat_interleave(n)
-    else: k = torch.randint(0, 4, (n,), device=x.device)
-    return rotate_images(x.repeat(4, 1, 1, 1) if all_rotations else x, k), k
+def rotnet_batch(x:Tensor, all_rotations:bool=True, rotations=ROTATIONS) -> tuple:
+    "(rotated images, labels = indices in `rotations`): every rotation of every image (rotation-major), or one random rotation per image"
+    n, turns = len(x), rotation_turns(rotations).to(x.device)
+    if all_rotations: y = torch.arange(len(turns), device=x.device).repeat_interleave(n)
+    else: y = torch.randint(0, len(turns), (n,), device=x.device)
+    return rotate_images(x.repeat(len(turns), 1, 1, 1) if all_rotations else x, turns[y]), y
 
 # %% ../../nbs/42_rotnet.ipynb #fc050b7c
 class PretextClassifier(nn.Module):
@@ -60,28 +76,29 @@ def create_pretext_classifier(encoder:nn.Module, n_classes:int, hidden_size=256,
     apply_init(head)
     return PretextClassifier(encoder, head)
 
-def create_rotnet_model(encoder:nn.Module, hidden_size=256, bn=True, nlayers=2) -> PretextClassifier:
-    "RotNet model: `encoder` and an MLP head to the 4 rotation classes"
-    return create_pretext_classifier(encoder, 4, hidden_size, bn, nlayers)
+def create_rotnet_model(encoder:nn.Module, hidden_size=256, bn=True, nlayers=2, rotations=ROTATIONS) -> PretextClassifier:
+    "RotNet model: `encoder` and an MLP head to one class per angle of `rotations` (4 by default)"
+    return create_pretext_classifier(encoder, len(rotation_turns(rotations)), hidden_size, bn, nlayers)
 
 get_rotnet_aug_pipelines = views_aug_fn(1, 'RotNet')
 
 # %% ../../nbs/42_rotnet.ipynb #4e104c19
 class RotNet(SSLCallback):
-    "RotNet: predict by how many quarter turns each image was rotated (all four per image, or one random one)"
+    "RotNet: predict which of `rotations` (quarter turns by default) each image was rotated by (all of them per image, or one random one)"
     n_views = 1
-    def __init__(self, aug_pipelines, all_rotations:bool=True, print_augs=False):
+    def __init__(self, aug_pipelines, all_rotations:bool=True, print_augs=False, rotations=ROTATIONS):
         super().__init__(aug_pipelines, print_augs)
-        self.all_rotations = all_rotations
+        self.all_rotations, self.n_rot = all_rotations, len(rotation_turns(rotations))   # checks `rotations`
+        self.rotations = tuple(rotations)
 
     def make_batch(self, views):
-        xb, yb = rotnet_batch(views[0], self.all_rotations)
+        xb, yb = rotnet_batch(views[0], self.all_rotations, self.rotations)
         return (xb,), (per_item(yb, len(views[0])),)
 
     def lf(self, pred, y, *yb):
-        if pred.ndim != 2 or pred.shape[1] != 4:
-            raise ValueError(f"RotNet: the model must output 4 logits per image (one per rotation), got shape {tuple(pred.shape)}: "
-                             f"create it with `create_rotnet_model(encoder)`")
+        if pred.ndim != 2 or pred.shape[1] != self.n_rot:
+            raise ValueError(f"RotNet: the model must output {self.n_rot} logits per image (one per angle of `rotations`), got shape "
+                             f"{tuple(pred.shape)}: create it with `create_rotnet_model(encoder, rotations={self.rotations})`")
         return F.cross_entropy(pred, view_major(y))
 
 # %% ../../nbs/42_rotnet.ipynb #433376f2

@@ -18,7 +18,7 @@ from ..callback import SSLCallback, per_item
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_simclr_aug_pipelines', 'SimCLRModel', 'create_simclr_model', 'SimCLR']
+__all__ = ['get_simclr_aug_pipelines', 'NIDL', 'SimCLRModel', 'create_simclr_model', 'SimCLR']
 
 # %% ../../nbs/10_simclr.ipynb #4e179547
 class SimCLRModel(nn.Module):
@@ -56,7 +56,11 @@ class SimCLR(SSLCallback):
         return _nt_xent_loss(z1, z2, self.temp)
 
 # %% ../../nbs/10_simclr.ipynb #cbc678c2
+# nidl's estimators (SimCLR, DCL): a 2048-2048-128 projector without BatchNorm, temperature 0.1, AdamW at 3e-4 with weight decay 5e-4
+# (none on biases and norms: fastai's default), 10 epochs of linear warm-up from 1e-6, then a cosine decay to 0
+NIDL = dict(hidden=2048, proj=128, bn=False, temp=0.1, lr=3e-4, wd=5e-4, warmup_epochs=10)
+
 register('simclr', Recipe('SimCLR', 'Chen et al., *A Simple Framework for Contrastive Learning of Visual Representations*, 2020',
-    group='contrastive', temp=0.5, views=image_views,
-    model=lambda enc, a: create_simclr_model(enc, hidden_size=256, projection_size=128, bn=a.bn),
+    group='contrastive', temp=0.5, views=image_views, any_rank=True, presets={'nidl': NIDL},
+    model=lambda enc, a: create_simclr_model(enc, hidden_size=a.hidden, projection_size=a.proj, bn=a.bn),
     callback=lambda augs, a: SimCLR(augs, temp=a.temp)))

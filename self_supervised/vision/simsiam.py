@@ -51,5 +51,5 @@ class SimSiam(SSLCallback):
 # %% ../../nbs/17_simsiam.ipynb #1c1b2604
 # the paper's shape scaled down: a 3-layer projector with batch norm everywhere (SimSiam collapses without it)
 register('simsiam', Recipe('SimSiam', 'Chen and He, *Exploring Simple Siamese Representation Learning*, 2021', group='non-contrastive',
-    views=image_views, model=lambda enc, a: create_simsiam_model(enc, hidden_size=256, projection_size=256, pred_hidden_size=64, bn=True),
+    views=image_views, any_rank=True, model=lambda enc, a: create_simsiam_model(enc, hidden_size=256, projection_size=256, pred_hidden_size=64, bn=True),
     callback=lambda augs, a: SimSiam(augs)))

@@ -39,5 +39,5 @@ class VICReg(CatViews):
 
 # %% ../../nbs/19_vicreg.ipynb #9e2582c7
 register('vicreg', Recipe('VICReg', 'Bardes, Ponce and LeCun, *VICReg: Variance-Invariance-Covariance Regularization*, 2022',
-    group='non-contrastive', views=image_views, model=lambda enc, a: create_vicreg_model(enc, hidden_size=512, projection_size=512),
+    group='non-contrastive', views=image_views, any_rank=True, model=lambda enc, a: create_vicreg_model(enc, hidden_size=512, projection_size=512),
     callback=lambda augs, a: VICReg(augs, sim_w=25., var_w=25., cov_w=1.)))
