@@ -6,9 +6,18 @@ queues and the loss included), with the demo's settings (small_resnet, batch 256
 Each case runs in a fresh process; its peak memory is the growth of the process's resident memory during training
 above what it held when training started (the data, the libraries and the model are left out).
 
-    python bench/step_time.py [--algos simclr,moco] [--bs 256] [--steps 12] [--threads 2]
+    python bench/step_time.py [--algos simclr,moco] [--bs 256] [--steps 12] [--threads 2] [--arch small_resnet]
+
+With `--split`, each step is split into the encoder work the method needs and the rest: forward hooks on the
+encoder (and on its momentum copies) record each pass of a step (its input's shape, with or without gradients);
+right after training, in the same process, a bare copy of the encoder makes the same passes (forward + backward
+with gradients, forward alone without) and one Adam step: that is the needed work. The rest (augmentation, heads,
+loss, queues and banks, bookkeeping) is the step minus that. The passes are also shown in units of the bare batch
+(items x pixels).
+
+    python bench/step_time.py --split --algos simclr,dcl,moco,nnclr,byol,simsiam,barlow_twins,vicreg [--arch resnet18]
 """
-import argparse, json, resource, statistics, subprocess, sys, time
+import argparse, collections, copy, json, resource, statistics, subprocess, sys, time
 from pathlib import Path
 
 def _status_mb(key):
@@ -26,7 +35,7 @@ def _peak_mb():
     try: return _status_mb('VmHWM')
     except OSError: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-def run_case(case, bs, steps, threads):
+def run_case(case, bs, steps, threads, arch='small_resnet'):
     "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
     import torch
     from fastai.callback.core import Callback
@@ -36,13 +45,16 @@ def run_case(case, bs, steps, threads):
     torch.set_num_threads(threads); torch.manual_seed(0)
     ds = fashion_mnist()
     x = ds.train_x[:bs * steps]
-    enc = create_encoder('small_resnet', n_in=1, width=16)
+    enc = create_encoder(arch, n_in=1, **(dict(width=16) if arch == 'small_resnet' else {}))
     if case == 'bare':
         opt = torch.optim.Adam(enc.parameters(), 1e-3)
         xb, ts, rss0 = x[:bs].float() / 255, [], _peak_reset()
+        parts = dict(fb=[], f=[], opt=[])
         for _ in range(steps):
-            t = time.perf_counter(); opt.zero_grad(); enc(xb).pow(2).mean().backward(); opt.step(); ts.append(time.perf_counter() - t)
-        return dict(step=statistics.median(ts[2:]), mem_mb=_peak_mb() - rss0)
+            t = time.perf_counter(); opt.zero_grad(); enc(xb).pow(2).mean().backward(); t1 = time.perf_counter(); opt.step(); t2 = time.perf_counter()
+            ts.append(t2 - t); parts['fb'].append(t1 - t); parts['opt'].append(t2 - t1)
+            with torch.no_grad(): t = time.perf_counter(); enc(xb); parts['f'].append(time.perf_counter() - t)
+        return dict(step=statistics.median(ts[2:]), mem_mb=_peak_mb() - rss0, **{k: statistics.median(v[2:]) for k, v in parts.items()})
     class Clock(Callback):
         "Starts first in `before_batch`, stops last in `after_batch`"
         order = -100
@@ -60,13 +72,35 @@ def run_case(case, bs, steps, threads):
     clock = Clock()
     learn = ssl_learner(dls, case, enc)
     learn.add_cbs([clock, Stop(clock)])
+    # the encoder's passes: every module of the encoder's class and size (the encoder, its momentum copies), each call's input shape
+    calls, n_par = collections.Counter(), sum(p.numel() for p in enc.parameters())
+    def count(m, inp, out):
+        if learn.training: calls[(torch.is_grad_enabled(), tuple(inp[0].shape))] += 1   # validation passes are not part of the step
+    for m in learn.model.modules():
+        if type(m) is type(enc) and sum(p.numel() for p in m.parameters()) == n_par: m.register_forward_hook(count)
     rss0 = _peak_reset()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
-    return dict(step=statistics.median(clock.times[2:]), mem_mb=_peak_mb() - rss0)
+    res = dict(step=statistics.median(clock.times[2:]), mem_mb=_peak_mb() - rss0)
+    # the same passes through a bare copy of the encoder, in this process, right after: forward + backward with gradients, forward alone without
+    n, bare = len(clock.times), copy.deepcopy(enc).train()
+    opt, need, units = torch.optim.Adam(bare.parameters(), 1e-3), 0., dict(grad=0., nograd=0.)
+    for (grad, shape), k in calls.items():
+        xb, ts = torch.randn(shape), []
+        for _ in range(5):
+            t = time.perf_counter()
+            if grad: bare(xb).pow(2).mean().backward()
+            else:
+                with torch.no_grad(): bare(xb)
+            ts.append(time.perf_counter() - t)
+        need += k / n * statistics.median(ts[1:])
+        units['grad' if grad else 'nograd'] += k / n * shape[0] * shape[-1] * shape[-2] / (bs * 28 * 28)
+    ts = []
+    for _ in range(5): t = time.perf_counter(); opt.step(); ts.append(time.perf_counter() - t)
+    return res | dict(need=need + statistics.median(ts[1:]), grad_units=units['grad'], nograd_units=units['nograd'])
 
-def measure(case, bs=256, steps=12, threads=2) -> dict:
+def measure(case, bs=256, steps=12, threads=2, arch='small_resnet') -> dict:
     "Run `run_case` in a fresh process (so that its max RSS is its own)"
-    out = subprocess.run([sys.executable, __file__, '--case', case, '--bs', str(bs), '--steps', str(steps), '--threads', str(threads)],
+    out = subprocess.run([sys.executable, __file__, '--case', case, '--bs', str(bs), '--steps', str(steps), '--threads', str(threads), '--arch', arch],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -74,12 +108,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--algos'); ap.add_argument('--bs', type=int, default=256); ap.add_argument('--steps', type=int, default=12)
     ap.add_argument('--threads', type=int, default=2); ap.add_argument('--case')
+    ap.add_argument('--arch', default='small_resnet'); ap.add_argument('--split', action='store_true', help='split each step into needed encoder work and the rest')
     a = ap.parse_args()
     if a.case:   # child process
-        print(json.dumps(run_case(a.case, a.bs, a.steps, a.threads))); return
+        print(json.dumps(run_case(a.case, a.bs, a.steps, a.threads, a.arch))); return
     from self_supervised.registry import ALGOS
-    bare = measure('bare', a.bs, a.steps, a.threads)
-    print(f"bare encoder step (small_resnet, bs={a.bs}, 28 px, {a.threads} threads): {bare['step']*1e3:.0f} ms, peak +{bare['mem_mb']:.0f} MB")
+    bare = measure('bare', a.bs, a.steps, a.threads, a.arch)
+    print(f"bare encoder step ({a.arch}, bs={a.bs}, 28 px, {a.threads} threads): {bare['step']*1e3:.0f} ms (forward + backward {bare['fb']*1e3:.0f}, "
+          f"forward without gradients {bare['f']*1e3:.0f}, Adam {bare['opt']*1e3:.0f}), peak +{bare['mem_mb']:.0f} MB")
+    if a.split:
+        print("| callback | step (ms) | encoder passes (with / without gradients, bare batches) | needed encoder work (ms) | the rest (ms) | the rest / step |")
+        print("|---|---|---|---|---|---|")
+        for algo in (a.algos.split(',') if a.algos else ALGOS):
+            r = measure(algo, a.bs, a.steps, a.threads, a.arch)
+            need = r['need']
+            rest = r['step'] - need
+            print(f"| {algo} | {r['step']*1e3:.0f} | {r['grad_units']:.2f} / {r['nograd_units']:.2f} | {need*1e3:.0f} | {rest*1e3:.0f} | {rest/r['step']:.0%} |", flush=True)
+        return
     print("| callback | step (ms) | step / bare encoder step | peak memory (MB) | peak memory / bare |")
     print("|---|---|---|---|---|")
     for algo in (a.algos.split(',') if a.algos else ALGOS):

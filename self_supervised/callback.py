@@ -234,10 +234,11 @@ class SSLCallback(Callback):
     def _check_input(self, x):
         if not isinstance(x, Tensor):
             raise TypeError(f"{type(self).__name__} expects a tensor batch as the first input, got {type(x).__name__}")
-        if x.is_floating_point() and not torch.isfinite(x).all():
+        if x.is_floating_point():
             # stop rather than skip: one NaN in the weights ruins the run, and a skipped batch hides broken data
-            raise ValueError(f"{type(self).__name__}: the input batch (iteration {getattr(self, 'iter', '?')}) contains NaN or Inf: "
-                             f"check the data (e.g. `torch.isfinite(x).all()` over the dataset) and remove or repair those items")
+            msg = (f"{type(self).__name__}: the input batch (iteration {getattr(self, 'iter', '?')}) contains NaN or Inf: "
+                   f"check the data (e.g. `torch.isfinite(x).all()` over the dataset) and remove or repair those items")
+            self.check_later(torch.isfinite(x).all(), lambda: ValueError(msg))
         if x.ndim != 4: return   # only images have a known range and channels to check against the encoder
         if not self._range_checked: check_image_range(x, 'the input batch'); self._range_checked = True   # once per fit: it syncs
         if self._n_in is None:
@@ -260,6 +261,18 @@ class SSLCallback(Callback):
             if isinstance(v, Tensor) and v.dtype == torch.uint8: xs[i] = v.float().div_(255.)   # images as bytes: [0, 1], as fastai's IntToFloatTensor
             self._check_input(xs[i])
         return xs, rest
+
+    def _stopper(self):
+        "The `StopOnNonFinite` that checks this training step (None outside training, or when there is none)"
+        learn = self.__dict__.get('learn')   # None for a callback used on its own (`ssl_batch` in a test)
+        if learn is None or not getattr(learn, 'training', False): return None
+        return next((c for c in learn.cbs if isinstance(c, StopOnNonFinite) and c._on), None)
+
+    def check_later(self, ok:Tensor, error):
+        "Raise `error()` unless the boolean tensor `ok` holds: at `StopOnNonFinite`'s one host sync of the training step (before the weights change), else now"
+        stop = self._stopper()
+        if stop is not None: stop.pending.append((ok, error))
+        elif not bool(ok.all()): raise error()
 
     def before_batch(self):
         xs, yb = self._inputs((*self.learn.xb, *self.learn.yb) if self.from_data else self.learn.xb[:1])
@@ -382,14 +395,26 @@ _CAUSES = ("Likely causes: a learning rate too high; images not scaled to [0, 1]
            "`learn.lr_find()`), check the data, or train in bfloat16, then restart from the last checkpoint (`learn.load`)")
 
 class StopOnNonFinite(Callback):
-    "Raise `NonFiniteError` at the first non-finite loss, gradient or learning rate, before the optimiser applies it"
+    "Raise `NonFiniteError` at the first non-finite loss, gradient or learning rate, before the optimiser applies it; and the SSL callbacks' deferred checks"
     order, run_valid = 12, False   # after MixedPrecision (10): its scaler has updated when `after_step` reads it
     _auto, _on = False, True    # `_auto`: the one `SSLLearner` adds, which gives way to the user's own
-    def __init__(self, min_scale:float=2.**-24): self.min_scale = min_scale
+    def __init__(self, min_scale:float=2.**-24): self.min_scale, self.pending = min_scale, []
 
     def before_fit(self):
-        self._on = not _gives_way(self)
+        self._on, self.pending = not _gives_way(self), []
         self._lr_find = any(isinstance(c, LRFinder) for c in self.learn.cbs)
+
+    def _all_ok(self, *vals:Tensor) -> bool:
+        "Whether every value of `vals` is finite and every pending check (`SSLCallback.check_later`) holds: one host sync for all"
+        dev = vals[0].device
+        ok = torch.stack([torch.isfinite(torch.cat([v.detach().float().reshape(-1) for v in vals])).all(),
+                          *[o.to(dev).all() for o, _ in self.pending]]).all()
+        pending, self.pending = self.pending, []
+        if bool(ok): return True
+        for o, error in pending:   # a broken batch explains a NaN loss: its own error first
+            if not bool(o.all()): raise error()
+        return False
+    def after_cancel_batch(self): self.pending = []
 
     def _stop(self, what, weights_ok=True):
         if self._lr_find: raise CancelFitException   # `lr_find` raises the rate until the loss diverges: a NaN ends it, as `stop_div` does
@@ -403,14 +428,14 @@ class StopOnNonFinite(Callback):
 
     def after_loss(self):
         # with loss scaling only the loss is checked; otherwise it waits for the gradients: one sync per step for both
-        if self._on and self._scaled() and len(self.learn.yb) and not torch.isfinite(self.learn.loss).all():
+        if self._on and self._scaled() and len(self.learn.yb) and not self._all_ok(self.learn.loss):
             self._stop(f"The loss is {self.learn.loss.float().mean().item()}")
 
     def after_backward(self):
         if not self._on or self._scaled() or not len(self.learn.yb): return
         loss, grads = self.learn.loss.detach().float().reshape(-1), [p.grad for p in self.learn.model.parameters() if p.grad is not None]
         norms = [n.float().reshape(1).to(loss.device) for n in torch._foreach_norm(grads)] if grads else []
-        if torch.isfinite(torch.cat([loss, *norms])).all(): return
+        if self._all_ok(loss, *norms): return
         if not torch.isfinite(loss).all(): self._stop(f"The loss is {loss.mean().item()}")
         # a Python loop only now: the first parameter whose gradient holds a NaN or an Inf (a norm may overflow where no element does)
         for n, p in unwrap_model(self.learn.model).named_parameters():

@@ -17,16 +17,22 @@ from fastai.optimizer import Adam
 from fastai.vision.core import imagenet_stats
 import self_supervised
 from .callback import SSLLearner, SSLCallback
-from .data import fmnist_stats, with_item_index, as_tuples, check_train_batches
+from .data import fmnist_stats, with_item_index, as_tuples, check_train_batches, check_batch_fits
 from .layers import create_encoder, ssl_splitter
 from .augmentations import get_multi_aug_pipelines, check_size, aug_pipelines_for
 from .training import WarmupCosine
+import numpy as np
+from torch import Tensor
+from fastai.callback.core import Callback
+from fastai.data.core import DataLoaders
+from fastai.torch_core import default_device
 from .losses.base import check_num
 
 # %% auto #0
 __all__ = ['GROUPS', 'MODALITIES', 'ALGOS', 'TS_ALGOS', 'UNLABELLED', 'UNLABELLED_NAMES', 'RUN_KEYS', 'FIT_KEYS', 'Recipe',
            'register', 'recipes', 'UnknownAlgorithm', 'get_preset', 'get_recipe', 'RecipeView', 'unsup_class_id',
-           'recipe_keys', 'recipe_uses', 'ssl_args', 'ssl_learner', 'image_views', 'algo_images', 'algorithm_table']
+           'recipe_keys', 'recipe_uses', 'ssl_args', 'ssl_learner', 'image_views', 'algo_images', 'algorithm_table',
+           'TensorItems', 'dataset_dls', 'pretrain']
 
 # %% ../nbs/09b_registry.ipynb #f3ad414c
 GROUPS = ('contrastive', 'memory bank', 'non-contrastive', 'clustering and distillation', 'feature maps', 'pretext',
@@ -297,3 +303,57 @@ def _callback_name(r:Recipe) -> str:
     code = r.callback.__code__.co_names
     names = [n for n in code if inspect.isclass(getattr(mod, n, None))]
     return names[-1] if names else r.callback.__name__
+
+# %% ../nbs/09b_registry.ipynb #54a85823
+def _tensor(o):
+    "An item's image as a tensor: PIL images as uint8 (C, H, W), numpy arrays as tensors; anything else as it is"
+    if isinstance(o, np.ndarray): return torch.from_numpy(np.ascontiguousarray(o))
+    if type(o).__module__.startswith('PIL.'):
+        a = torch.from_numpy(np.asarray(o).copy())
+        return a[None] if a.ndim == 2 else a.permute(2, 0, 1)
+    return o
+
+class TensorItems(torch.utils.data.Dataset):
+    "`dataset` with each item a tuple whose images are tensors (PIL images and arrays converted), as fastai's loaders collate them"
+    def __init__(self, dataset): self.dataset = dataset
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i):
+        o = self.dataset[i]
+        return tuple(_tensor(v) for v in o) if isinstance(o, (tuple, list)) else (_tensor(o),)
+
+def dataset_dls(data, valid=None, bs:int=64, device=None, num_workers:int=0) -> DataLoaders:
+    "fastai `DataLoaders` for a torch `Dataset` or a tensor of items (shuffled training batches, the last partial one dropped)"
+    if isinstance(data, DataLoaders): return data
+    def _ds(d, name):
+        if isinstance(d, (Tensor, np.ndarray)): return TensorItems(_tensor(d))
+        if not (hasattr(d, '__len__') and hasattr(d, '__getitem__')):
+            raise TypeError(f"`{name}` must be fastai `DataLoaders`, a torch `Dataset` (with `__len__` and `__getitem__`) or a tensor of items, "
+                            f"got {type(d).__name__}")
+        return TensorItems(d)
+    trn = _ds(data, 'data')
+    check_batch_fits(len(trn), bs, '`data`')
+    val = _ds(valid, 'valid') if valid is not None else torch.utils.data.Subset(trn, range(bs))   # fastai validates: a batch of the training items
+    return DataLoaders.from_dsets(trn, val, bs=bs, device=ifnone(device, default_device()), num_workers=num_workers)
+
+# %% ../nbs/09b_registry.ipynb #9d1c3aa9
+class _SaveEachEpoch(Callback):
+    "Save the Learner (model with its SSL state, optimizer) under `fname` after every epoch"
+    order = 90
+    def __init__(self, fname): self.fname = fname
+    def after_epoch(self): self.learn.save(self.fname)
+
+def pretrain(data, algo:str, epochs:int=10, arch=None, bs:int=64, lr:float|None=None, recipe:dict|str|None=None, valid=None,
+             path='.', name:str|None=None, device=None, **kwargs) -> nn.Module:
+    "Pretrain the method `algo` on `data` (DataLoaders, a torch `Dataset` or a tensor) for `epochs`: saved after each epoch and on Ctrl-C; returns the encoder"
+    r, dls = get_recipe(algo), dataset_dls(data, valid, bs=bs, device=device)
+    name = ifnone(name, algo)
+    learn = ssl_learner(dls, algo, arch=arch, recipe=recipe, path=path, **kwargs)
+    a = ssl_args(dls, algo, recipe)
+    lr = ifnone(lr, a.get('lr', ifnone(r.lr, 1e-2)))
+    fit = learn.fit if any(isinstance(c, WarmupCosine) for c in learn.cbs) or not r.one_cycle else learn.fit_one_cycle
+    try: fit(epochs, lr, cbs=_SaveEachEpoch(name))
+    except KeyboardInterrupt:   # Ctrl-C: keep what was learnt, as Super-Selfish does
+        f = learn.save(name)
+        print(f"Interrupted at epoch {learn.epoch} of {epochs}, step {learn.iter}: saved to {f}. Resume with "
+              f"`learn = ssl_learner(...); learn.load({name!r}); learn.fit(...)`, or use the returned encoder")
+    return learn.model.encoder

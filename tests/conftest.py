@@ -28,7 +28,9 @@ def _rank(rank, fn, port, out, args, fastai):
                       ACCELERATE_USE_CPU='true')
     torch.set_num_threads(1)
     if not fastai: dist.init_process_group('gloo', rank=rank, world_size=WORLD)   # fastai's `distrib_ctx` starts its own
-    try: res = fn(rank, *args)
+    try:
+        res = fn(rank, *args)
+        if dist.is_initialized(): dist.barrier()   # every process done before any closes its connections: gloo aborts one whose peer left mid-message
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
     torch.save(res, out/f'{rank}.pt')

@@ -32,11 +32,10 @@ def _global_logsumexp(x:Tensor, dim=None) -> Tensor:
     return m + _all_reduce(e.sum() if dim is None else e.sum(dim, keepdim=True)).log()
 
 # %% ../../nbs/03d_losses_clustering.ipynb #3a489d13
-@float32_loss
 @torch.no_grad()
-def _sinkhorn_knopp(scores:Tensor, eps:float, n_iters:int) -> Tensor:
-    "`sinkhorn_knopp` for arguments the caller checked: (B, K) scores, `eps` > 0, `n_iters` >= 1"
-    logq = upcast(scores).T / eps   # (K, B): prototypes x samples, the paper's layout
+def _sinkhorn_log(s:Tensor, eps:float, n_iters:int) -> Tensor:
+    "Codes of (B, K) scores `s` by log-domain iterations, every sum a `logsumexp`: finite for any finite scores and `eps`"
+    logq = s.T / eps   # (K, B): prototypes x samples, the paper's layout
     K = logq.shape[0]
     # the global batch, counted rather than assumed equal on every process (queue slices may differ by one row)
     B = _all_reduce(torch.tensor(float(logq.shape[1]), dtype=torch.float64, device=logq.device)).item()
@@ -45,6 +44,33 @@ def _sinkhorn_knopp(scores:Tensor, eps:float, n_iters:int) -> Tensor:
         logq = logq - _global_logsumexp(logq, dim=1) - math.log(K)           # each prototype: 1/K
         logq = logq - torch.logsumexp(logq, dim=0, keepdim=True) - math.log(B)  # each sample: 1/B (local column)
     return (logq + math.log(B)).exp().T
+
+@torch.no_grad()
+def _sinkhorn_plain(s:Tensor, eps:float, n_iters:int, n_last:int|None=None, check:bool=True) -> Tensor|None:
+    "Codes of (B, K) scores `s` from one `exp` and scaling vectors; None where underflow could change them (unless not `check`)"
+    m = _all_reduce(s.amax(0), dist.ReduceOp.MAX)   # each prototype's best score over every process
+    P = torch.sub(s, m).div_(eps).exp_()            # (B, K) in [0, 1], a 1 in every prototype's column
+    v, umax, vmax = P.new_ones(len(P)), P.new_zeros(()), P.new_zeros(())
+    for _ in range(n_iters):
+        u = _all_reduce(v @ P).reciprocal_()        # each prototype sums to 1: over every process's samples
+        v = (P @ u).reciprocal_()                   # each sample sums to 1
+        umax, vmax = torch.maximum(umax, u.amax()), torch.maximum(vmax, v.amax())
+    if check:   # the bound on what underflow changes in a sum, relative (NaN or inf: not kept either)
+        fi, n = torch.finfo(P.dtype), max(P.shape) * world_size()
+        worst = _all_reduce((umax + 1) * (vmax + 1), dist.ReduceOp.MAX)
+        if not worst.item() * n * fi.tiny <= fi.eps: return None
+    if n_last is None: return P.mul_(u).mul_(v[:, None])
+    return P[len(P) - n_last:] * u * v[len(v) - n_last:, None]   # a new tensor, which does not keep the whole of P alive
+
+@float32_loss
+@torch.no_grad()
+def _sinkhorn_knopp(scores:Tensor, eps:float, n_iters:int, n_last:int|None=None) -> Tensor:
+    "`sinkhorn_knopp` for arguments the caller checked: (B, K) scores, `eps` > 0, `n_iters` >= 1; `n_last`: only the last rows' codes"
+    s = upcast(scores)
+    q = _sinkhorn_plain(s, eps, n_iters, n_last)
+    if q is None and n_last is None: q = _sinkhorn_log(s, eps, n_iters)
+    elif q is None: q = _sinkhorn_log(s, eps, n_iters)[len(s) - n_last:].contiguous()
+    return q
 
 def sinkhorn_knopp(scores:Tensor, eps:float=0.05, n_iters:int=3) -> Tensor:
     "SwAV's codes of `scores` (B, K): rows sum to 1, prototypes share the batch equally; sums over every process's rows"

@@ -105,28 +105,24 @@ def _supcon_loss(z:Tensor, labels:Tensor, temp:float) -> Tensor:
     all_z, all_l = gather(z), gather_nograd(labels)
     self_col = torch.arange(len(z), device=z.device) + rank() * len(z)
     logits = z @ all_z.T / temp
+    # The positives of anchor i are the other embeddings of its class c: the sum of their logits is
+    # z_i . (S_c - z_i) / temp, with S_c the sum of class c's embeddings, an (M, D) product instead of an (M, M)
+    # mask. Every shape is known before the data is seen (no `unique`, no boolean indexing: no host sync on a
+    # GPU): the class index of each label comes from a sort, in a table of M rows, at most one per label.
     local = torch.arange(len(z), device=z.device)
-    classes, cls = torch.unique(all_l, return_inverse=True)
+    srt, order = all_l.sort()
+    new = torch.ones_like(srt, dtype=torch.bool); new[1:] = srt[1:] != srt[:-1]
+    cls = torch.empty_like(order).scatter_(0, order, new.cumsum(0) - 1)
     mine = cls[self_col]
-    npos = torch.bincount(cls, minlength=len(classes))[mine] - 1
-    # The positives of anchor i are the other embeddings of its class. Their logits are summed per class, an
-    # (M, C) matrix instead of an (M, M) mask of positives: the value read from the logits (the anchor's own
-    # set to 0 first, so a single positive's logit comes out exactly), the gradient from the same sum written
-    # on the embeddings, z_i . (S_c - z_i) / temp, with S_c the sum of class c's embeddings.
-    with torch.no_grad():
-        raw = logits.detach()   # shares memory: the anchor's own entry becomes -inf below anyway
-        raw[local, self_col] = 0.
-        pos_value = raw.new_zeros(len(z), len(classes)).index_add_(1, cls, raw).gather(1, mine[:, None])[:, 0]
-    sums = all_z.new_zeros(len(classes), all_z.shape[1]).index_add(0, cls, all_z)
-    pos_grad = (z * (sums[mine] - z)).sum(1) / temp
-    pos_sum = pos_grad + (pos_value - pos_grad).detach()
-    _exclude(logits, self_col)
-    unlabelled = all_l < 0
-    if unlabelled.any(): logits.masked_fill_(unlabelled[None], float('-inf'))
-    rows = (labels >= 0) & (npos > 0)
-    if not rows.any(): return z.sum() * 0.
-    if not rows.all(): logits, pos_sum, npos = logits[rows], pos_sum[rows], npos[rows]
-    return (torch.logsumexp(logits, dim=1) - pos_sum / npos).mean()
+    npos = torch.zeros_like(cls).index_add_(0, cls, torch.ones_like(cls))[mine] - 1
+    sums = all_z.new_zeros(len(all_z), all_z.shape[1]).index_add(0, cls, all_z)
+    pos_sum = (z * (sums[mine] - z)).sum(1) / temp
+    rows = (labels >= 0) & (npos > 0)   # anchors without a label or a positive keep finite logits and weigh 0
+    logits.masked_fill_((all_l < 0)[None], float('-inf'))
+    logits[local, self_col] = torch.where(rows, float('-inf'), 0.).to(logits.dtype)   # an anchor without a loss keeps one finite logit: no NaN in backward
+    per_anchor = torch.logsumexp(logits, dim=1) - pos_sum / npos.clamp(min=1)
+    w = rows.to(per_anchor.dtype)
+    return (per_anchor * w).sum() / w.sum().clamp(min=1)
 
 def supcon_loss(z:Tensor, labels:Tensor, temp:float=0.07) -> Tensor:
     "Supervised contrastive loss (SupCon's L_out) of embeddings `z` (M, D) with `labels` (M,); labels < 0 are left out"

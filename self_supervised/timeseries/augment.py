@@ -37,8 +37,7 @@ class TSAug(DisplayedTransform):
     def encodes(self, x:Tensor):
         _check_series(x, type(self).__name__)
         sel = torch.rand(len(x), device=x.device) < self.p
-        if not sel.any(): return x
-        return torch.where(sel[:, None, None], self.apply(x), x)
+        return torch.where(sel[:, None, None], self.apply(x), x)   # every sample transformed, the chosen ones kept: no host sync
     def apply(self, x:Tensor) -> Tensor: raise NotImplementedError
 
 # %% ../../nbs/62_ts_augment.ipynb #137ae3e0

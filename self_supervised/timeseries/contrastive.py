@@ -67,7 +67,7 @@ class TSTask(SSLCallback):
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__} expects batches of series (batch, features, frames), got shape {tuple(x.shape)}: "
                              f"build the DataLoaders with `ts_dls` (a univariate series is (batch, 1, frames))")
-        x = check_missing(x, self.layout, f"{type(self).__name__}: the input batch")
+        x = check_missing(x, self.layout, f"{type(self).__name__}: the input batch", later=self.check_later)
         super()._check_input(x.nan_to_num(0.))
         self.check_frames(x.shape[-1])
         return x

@@ -209,13 +209,16 @@ def _kp_matrix(keypoints:dict, device=None) -> Tensor:
     "(dim, joints) feature indices of a layout"
     return torch.tensor(list(keypoints.values()), device=device).T
 
-def check_missing(x:Tensor, keypoints:dict|None=None, fn:str='the input') -> Tensor:
+def _check_now(ok:Tensor, error):
+    if not bool(ok.all()): raise error()
+
+def check_missing(x:Tensor, keypoints:dict|None=None, fn:str='the input', later=None) -> Tensor:
     "`x` (B, F, T) with every NaN keypoint coordinate spread to its keypoint's other coordinates; an error for NaN that is not a missing keypoint or an absent frame"
     if not x.is_floating_point(): return x
+    check = ifnone(later, _check_now)   # `later(ok, error)`, e.g. an SSL callback's `check_later`: no host sync in a training step
     nan = x.isnan()
-    if (x.isinf()).any():
-        raise ValueError(f"{fn}: the batch contains Inf: Inf is not a missing value; repair those items (e.g. `torch.isfinite(x).all()` over the dataset)")
-    if not nan.any(): return x
+    check(~x.isinf().any(), lambda: ValueError(f"{fn}: the batch contains Inf: Inf is not a missing value; repair those items "
+                                               f"(e.g. `torch.isfinite(x).all()` over the dataset)"))
     frame_gone = nan.all(1, keepdim=True)                              # absent (padded) frames: every feature NaN
     other = nan & ~frame_gone
     if keypoints is not None:
@@ -226,22 +229,21 @@ def check_missing(x:Tensor, keypoints:dict|None=None, fn:str='the input') -> Ten
         for d in range(kp.shape[0]): x[:, kp[d]] = x[:, kp[d]].masked_fill(gone, float('nan'))
         is_kp = torch.zeros(x.shape[1], dtype=torch.bool, device=x.device); is_kp[kp.flatten()] = True
         other = other & ~is_kp[None, :, None]
-    if other.any():
+    def _not_keypoints():
         f = sorted({int(i) for i in other.any(2).any(0).nonzero().flatten()})
-        raise ValueError(f"{fn}: NaN in feature(s) {f[:8]}{'...' if len(f) > 8 else ''}, which are not "
-                         + ("keypoint coordinates of `keypoints`" if keypoints is not None else "keypoints (no keypoint layout was given)")
-                         + ": pass the layout (`keypoints=`) if they are keypoints from pose estimation, otherwise fill or drop those values "
-                           "(e.g. `x.nan_to_num(0.)`). Only missing keypoints and whole absent frames may be NaN")
+        return ValueError(f"{fn}: NaN in feature(s) {f[:8]}{'...' if len(f) > 8 else ''}, which are not "
+                          + ("keypoint coordinates of `keypoints`" if keypoints is not None else "keypoints (no keypoint layout was given)")
+                          + ": pass the layout (`keypoints=`) if they are keypoints from pose estimation, otherwise fill or drop those values "
+                            "(e.g. `x.nan_to_num(0.)`). Only missing keypoints and whole absent frames may be NaN")
+    check(~other.any(), _not_keypoints)
     empty = x.isnan().flatten(1).all(1)
-    if empty.any():
-        raise ValueError(f"{fn}: clip(s) {empty.nonzero().flatten().tolist()[:8]} of the batch have no observed value at all (every keypoint "
-                         f"missing in every frame): remove them from the data set, there is nothing to learn from them")
+    check(~empty.any(), lambda: ValueError(f"{fn}: clip(s) {empty.nonzero().flatten().tolist()[:8]} of the batch have no observed value at all "
+                                           f"(every keypoint missing in every frame): remove them from the data set, there is nothing to learn from them"))
     return x
 
 def blank_missing(x:Tensor) -> tuple:
-    "(x with NaN set to 0, bool mask of the observed values or None when nothing is missing)"
+    "(x with NaN set to 0, bool mask of the observed values): the same shapes whatever is missing, so no host sync"
     nan = x.isnan()
-    if not nan.any(): return x, None
     return x.masked_fill(nan, 0.), ~nan
 
 def observed_frames(observed:Tensor|None, x:Tensor) -> Tensor:

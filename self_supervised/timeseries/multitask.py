@@ -31,9 +31,8 @@ __all__ = ['masked_cross_entropy', 'masked_accuracy', 'MultiTaskModel', 'create_
 # %% ../../nbs/68_ts_multitask.ipynb #67d19bcf
 def masked_cross_entropy(pred:Tensor, y:Tensor) -> Tensor:
     "Cross-entropy over the labelled items (y >= 0) of clip logits (B, C) / labels (B,), or frame logits (B, C, T) / labels (B, T); 0 if none"
-    keep = y >= 0
-    if not keep.any(): return pred.sum() * 0.   # a batch without labels: no supervised signal, but a graph for backward
-    return F.cross_entropy(pred, y.clamp_min(0), reduction='none')[keep].mean()
+    w = (y >= 0).to(pred.dtype)   # a batch without labels: 0, with a graph for backward; no host sync either way
+    return (F.cross_entropy(pred, y.clamp_min(0), reduction='none') * w).sum() / w.sum().clamp(min=1)
 
 def masked_accuracy(pred:Tensor, y:Tensor) -> Tensor:
     "Accuracy over the labelled items (y >= 0)"
@@ -91,7 +90,7 @@ class MultiTask(SSLCallback):
     def before_batch(self):
         x = self.learn.xb[0]
         if isinstance(x, Tensor) and x.is_floating_point():
-            x = check_missing(x, self.keypoints, 'MultiTask: the input batch')
+            x = check_missing(x, self.keypoints, 'MultiTask: the input batch', later=self.check_later)
             self.learn.xb = (blank_missing(x)[0], *self.learn.xb[1:])   # the supervised head sees missing values as 0
         if len(self.learn.yb) == 0:
             if not self.training: self.batches = {}; return   # predictions only (`get_preds`, `summary`): no loss to compute

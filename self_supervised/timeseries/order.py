@@ -59,7 +59,8 @@ def contrastive_regression_loss(u:Tensor, v:Tensor, temp:float=0.1, distance:str
     valid = valid.bool()
     p = torch.softmax(s.masked_fill(~valid[:, None, :], -1e9), dim=2)    # frames with nothing observed are no candidates...
     err = (p @ pos - pos) ** 2
-    return err[valid].mean() if valid.any() else s.sum() * 0.          # ...and no anchors
+    w = valid.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp(min=1)                     # ...and no anchors (no host sync)
 
 # %% ../../nbs/66_ts_order.ipynb #a700fc9b
 class ContrastiveRegression(TSTask):
@@ -86,7 +87,7 @@ class ContrastiveRegression(TSTask):
             raise ValueError(f"ContrastiveRegression: the model must output per-frame embeddings (batch, dim, frames), got shape "
                              f"{tuple(pred.shape)}: create it with `create_seq_model(encoder, dim, per_frame=True)`")
         u, v = pred.chunk(2)
-        if valid is not None and (valid.ndim != 2 or bool(valid.all())): valid = None
+        if valid is not None and valid.ndim != 2: valid = None
         return contrastive_regression_loss(u, v, self.temp, self.distance, self.break_factor, valid=valid)
 
 # %% ../../nbs/66_ts_order.ipynb #a802b354

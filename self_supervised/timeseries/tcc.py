@@ -84,7 +84,8 @@ def tcc_cycle_loss(emb:Tensor, cycles:Tensor, temp:float=0.1, variance_lambda:fl
         mu = beta @ idx
         var = (beta * (idx[None, None] - mu[..., None]) ** 2).sum(2).clamp_min(1e-6)
         per = (idx - mu) ** 2 / var + variance_lambda * 0.5 * var.log()
-    return per[ok].mean() if ok.any() else logits.sum() * 0.
+    w = ok.to(per.dtype)
+    return (per * w).sum() / w.sum().clamp(min=1)   # the mean over the frames that count, without a host sync
 
 # %% ../../nbs/67_ts_tcc.ipynb #89e3aa4d
 class TCC(TSTask):
@@ -117,7 +118,7 @@ class TCC(TSTask):
         if pred.ndim != 3:
             raise ValueError(f"TCC: the model must output per-frame embeddings (batch, dim, frames), got shape {tuple(pred.shape)}: "
                              f"create it with `create_seq_model(encoder, dim, per_frame=True)`")
-        if valid is not None and (valid.shape != (pred.shape[0], pred.shape[2]) or bool(valid.all())): valid = None
+        if valid is not None and valid.shape != (pred.shape[0], pred.shape[2]): valid = None
         return tcc_cycle_loss(pred, self.cycles(len(pred), pred.device), self.temp, self.variance_lambda, self.similarity, self.normalize_indices,
                               self.normalize_embeddings, self.loss_name, self.label_smoothing, valid)
 

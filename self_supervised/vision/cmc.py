@@ -12,9 +12,9 @@ from torch import nn, Tensor
 from fastcore.all import *
 from ..layers import create_mlp_module, encoder_nf, out_features
 from ..losses import memory_bank_loss, check_temp
-from ..losses.contrastive import _memory_bank_loss
 from ..callback import SSLCallback, unwrap_model
-from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
+from .instdisc import (item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size,
+                                            own_negatives, _bank_loss)
 from .splitbrain import (lab_input, check_rgb, copy_encoder, LabEncoder, get_lab_aug_pipelines,
                                                _check_n_in)
 from ..registry import register, Recipe, image_views
@@ -27,10 +27,11 @@ def _cmc_loss(z_l:Tensor, z_ab:Tensor, bank_l:Tensor, bank_ab:Tensor, idx:Tensor
     if z_l.shape != z_ab.shape or bank_l.shape != bank_ab.shape:
         raise ValueError(f"`cmc_loss`: the two views need embeddings and banks of the same shapes, got z {tuple(z_l.shape)} and "
                          f"{tuple(z_ab.shape)}, banks {tuple(bank_l.shape)} and {tuple(bank_ab.shape)}")
-    return _memory_bank_loss(z_l, bank_ab[idx], bank_ab[neg], temp) + _memory_bank_loss(z_ab, bank_l[idx], bank_l[neg], temp)
+    own = own_negatives(idx, neg)   # shared negatives: each anchor's own row, left out (None per anchor)
+    return _bank_loss(z_l, bank_ab[idx], bank_ab[neg], temp, own) + _bank_loss(z_ab, bank_l[idx], bank_l[neg], temp, own)
 
 def cmc_loss(z_l:Tensor, z_ab:Tensor, bank_l:Tensor, bank_ab:Tensor, idx:Tensor, neg:Tensor, temp:float=0.07) -> Tensor:
-    "CMC, both ways: L embeddings against the ab bank (positive: their own item's entry, negatives: rows `neg`), plus ab embeddings against the L bank"
+    "CMC, both ways: L embeddings against the ab bank (positive: their own item's entry, negatives: rows `neg`, (B, m) per anchor or (m,) shared), plus ab embeddings against the L bank"
     check_temp(temp, 'cmc_loss')   # the callback checks it once, in its constructor, and calls `_cmc_loss`
     return _cmc_loss(z_l, z_ab, bank_l, bank_ab, idx, neg, temp)
 
@@ -66,13 +67,13 @@ def get_cmc_aug_pipelines(size:int, **kwargs) -> list:
 
 # %% ../../nbs/46_cmc.ipynb #592f85fe
 class CMC(SSLCallback):
-    "Contrastive Multiview Coding of the L and ab views: two encoders, a memory bank per view, softmax contrast both ways"
+    "Contrastive Multiview Coding of the L and ab views: two encoders, a memory bank per view, softmax contrast both ways (`negatives`: per anchor or shared by the batch)"
     n_views, _state, has_valid_loss, needs_item_index = 1, ('bank_l', 'bank_ab'), False, True   # validation images have no bank entries
-    def __init__(self, aug_pipelines, n_neg:int=16384, temp:float=0.07, bank_m:float=0.5, print_augs=False):
+    def __init__(self, aug_pipelines, n_neg:int=16384, temp:float=0.07, bank_m:float=0.5, negatives:str='per_anchor', print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'CMC')
-        check_bank_args('CMC', n_neg, bank_m)
-        store_attr('n_neg,temp,bank_m')
+        check_bank_args('CMC', n_neg, bank_m, negatives)
+        store_attr('n_neg,temp,bank_m,negatives')
 
     def init_state(self):
         if (model := self._model()) is None: return
@@ -88,14 +89,14 @@ class CMC(SSLCallback):
         super()._check_input(x)
 
     def make_batch(self, views):
-        lab = lab_input(check_rgb(views[0], 'CMC (its augmented view)'))
+        lab = lab_input(check_rgb(views[0], 'CMC (its augmented view)', later=self.check_later))
         if not self.training: return (lab,), ()   # validation images have no bank entries
-        self.idx = item_indices(self.learn.yb, len(lab), len(self.bank_l), 'CMC', self.learn.dl)
+        self.idx = item_indices(self.learn.yb, len(lab), len(self.bank_l), 'CMC', self.learn.dl, self.check_later)
         return (lab,), (self.idx,)
 
     def lf(self, pred, idx, *yb):
         z_l, z_ab = pred
-        self.neg = neg = bank_negatives(idx, len(self.bank_l), self.n_neg)   # the same negative items for both views
+        self.neg = neg = bank_negatives(idx, len(self.bank_l), self.n_neg, self.negatives == 'shared')   # the same negative items for both views
         self.v_l, self.v_ab = F.normalize(z_l.detach().float(), dim=1), F.normalize(z_ab.detach().float(), dim=1)
         return _cmc_loss(z_l, z_ab, self.bank_l, self.bank_ab, idx, neg, self.temp)
 
@@ -108,4 +109,4 @@ register('cmc', Recipe('CMC', 'Tian, Krishnan and Isola, *Contrastive Multiview 
     with_idx=True, rgb=True,
     views=lambda a: get_cmc_aug_pipelines(a.size, resize_scale=(a.min_scale, 1.), rotate_deg=15, blur=a.blur, blur_s=(2, 6)),
     model=lambda enc, a: create_cmc_model(enc if a.n_in == 1 else copy_encoder(enc, 1), projection_size=128, bn=a.bn),
-    callback=lambda augs, a: CMC(augs, n_neg=min(16384, a.n_items - 1), temp=a.temp)))
+    callback=lambda augs, a: CMC(augs, n_neg=min(16384, a.n_items - 1), temp=a.temp, negatives=a.get('negatives', 'per_anchor'))))

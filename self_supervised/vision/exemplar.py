@@ -67,7 +67,7 @@ class Exemplar(SSLCallback):
     def make_batch(self, views):
         xb = torch.cat(views)
         if not self.training: return (xb,), ()   # validation images are not classes: nothing to classify them as
-        idx = item_indices(self.learn.yb, len(views[0]), len(self.learn.dls.train.dataset), 'Exemplar', self.learn.dl)
+        idx = item_indices(self.learn.yb, len(views[0]), len(self.learn.dls.train.dataset), 'Exemplar', self.learn.dl, self.check_later)
         return (xb,), (per_item(idx.repeat(len(views)), len(views[0])),)
 
     def lf(self, pred, y, *yb): return F.cross_entropy(pred, view_major(y))

@@ -6,13 +6,15 @@ Docs: https://self-supervised.github.io/self_supervised/instdisc.html.md"""
 
 # %% ../../nbs/15_instdisc.ipynb #648e11b9
 from __future__ import annotations
+import math
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..losses import memory_bank_loss, check_temp
-from ..losses.contrastive import _memory_bank_loss
+from ..losses.base import upcast, float32_loss
+from ..losses.contrastive import _memory_bank_loss, _nce_loss, _nce_log_z
 from ..callback import SSLCallback
 from ..layers import out_features
 from ..dist import gather_nograd
@@ -21,16 +23,18 @@ from .simclr import SimCLRModel, create_simclr_model
 from ..registry import register, Recipe, image_views
 
 # %% auto #0
-__all__ = ['get_instdisc_aug_pipelines', 'new_memory_bank', 'bank_negatives', 'bank_update', 'item_indices', 'check_bank_args',
-           'check_bank_size', 'create_instdisc_model', 'InstDisc']
+__all__ = ['NEGATIVES', 'get_instdisc_aug_pipelines', 'new_memory_bank', 'bank_negatives', 'bank_update', 'item_indices',
+           'check_bank_args', 'check_bank_size', 'own_negatives', 'bank_loss', 'bank_log_z', 'create_instdisc_model',
+           'InstDisc']
 
 # %% ../../nbs/15_instdisc.ipynb #6f5851cd
 def new_memory_bank(n:int, d:int, device=None) -> Tensor:
     "A memory bank before training: `n` random unit vectors of `d` dimensions"
     return F.normalize(torch.rand(n, d, device=device) - 0.5, dim=1)
 
-def bank_negatives(idx:Tensor, n:int, n_neg:int) -> Tensor:
-    "(B, n_neg) rows of a bank of `n`, uniform over the rows other than each `idx[i]`: an offset in [1, n) from the item itself never lands on it"
+def bank_negatives(idx:Tensor, n:int, n_neg:int, shared:bool=False) -> Tensor:
+    "(B, n_neg) rows of a bank of `n`, uniform over the rows other than each `idx[i]` (an offset in [1, n) from the item itself never lands on it); `shared`: (n_neg,) rows uniform over all `n`, one set for the whole batch"
+    if shared: return torch.randint(0, n, (n_neg,), device=idx.device)   # may hold an anchor's own row: `own_negatives` marks it
     return (idx[:, None] + torch.randint(1, n, (len(idx), n_neg), device=idx.device)) % n
 
 @torch.no_grad()
@@ -40,28 +44,94 @@ def bank_update(bank:Tensor, idx:Tensor, v:Tensor, m:float=0.5) -> Tensor:
     bank[idx] = F.normalize(m * bank[idx] + (1 - m) * v.to(bank), dim=1)
     return bank
 
-def item_indices(yb:tuple, n:int, n_items:int, name:str, dl=None) -> Tensor:
-    "The training-set index of each of the `n` images of a batch whose loader `dl` adds it (`with_item_index`): its last target, checked against `n_items`"
+def item_indices(yb:tuple, n:int, n_items:int, name:str, dl=None, later=None) -> Tensor:
+    "The training-set index of each of the `n` images of a batch whose loader `dl` adds it (`with_item_index`): its last target, checked against `n_items` (by `later(ok, error)` if given)"
     # without the loader to ask, only a batch with a label and an index can be read
     idx = yb[-1] if (has_item_index(dl) if dl is not None else len(yb) >= 2) and len(yb) else None
     if not isinstance(idx, Tensor) or idx.ndim != 1 or len(idx) != n or idx.is_floating_point():
         raise ValueError(f"{name} needs each item's index in the batch: build the DataLoaders with `with_item_index(dls)` "
                          f"(`ssl_learner` does it) or `ssl_dls(..., with_idx=True)`")
     idx = idx.long()
-    if int(idx.min()) < 0 or int(idx.max()) >= n_items:
-        raise ValueError(f"{name}: item index {int(idx.max()) if int(idx.max()) >= n_items else int(idx.min())} is outside the "
-                         f"{n_items} items of the training set: the classes (or memory bank) are sized from `dls.train`; "
-                         f"do not change it after creating the Learner")
+    err = lambda: ValueError(f"{name}: item index {int(idx.max()) if int(idx.max()) >= n_items else int(idx.min())} is outside the "
+                             f"{n_items} items of the training set: the classes (or memory bank) are sized from `dls.train`; "
+                             f"do not change it after creating the Learner")
+    ok = (idx.min() >= 0) & (idx.max() < n_items)
+    if later is not None: later(ok, err)   # e.g. an SSL callback's `check_later`: no host sync in the training step
+    elif not bool(ok): raise err()
     return idx
 
-def check_bank_args(name:str, n_neg, bank_m):
-    "Raise a clear error unless the bank momentum `bank_m` is in [0, 1) and `n_neg` is a positive int"
+NEGATIVES = ('per_anchor', 'shared')
+
+def check_bank_args(name:str, n_neg, bank_m, negatives='per_anchor'):
+    "Raise a clear error unless the bank momentum `bank_m` is in [0, 1), `n_neg` is a positive int and `negatives` one of `NEGATIVES`"
     if not 0 <= bank_m < 1: raise ValueError(f"{name}: the bank momentum `bank_m` must be in [0, 1), got {bank_m}")
     if not isinstance(n_neg, int) or n_neg < 1: raise ValueError(f"{name}: `n_neg` must be a positive int, got {n_neg!r}")
+    if negatives not in NEGATIVES:
+        raise ValueError(f"{name}: `negatives` must be 'per_anchor' (each anchor draws its own `n_neg`) or 'shared' "
+                         f"(one set of `n_neg` for the whole batch), got {negatives!r}")
 
 def check_bank_size(name:str, n_neg:int, n:int):
     "Raise a clear error unless a bank of `n` training items has `n_neg` items other than each anchor's own"
     if n_neg >= n: raise ValueError(f"{name}: `n_neg={n_neg}` negatives need more than {n} training items: lower n_neg")
+
+# %% ../../nbs/15_instdisc.ipynb #cbf776f8
+def own_negatives(idx:Tensor, neg:Tensor) -> Tensor|None:
+    "Shared negative rows `neg` (m,): the (B, m) mask of each anchor `idx[i]`'s own row among them, left out of its loss; per-anchor rows (B, m) never hold it: None"
+    return neg[None] == idx[:, None] if neg.ndim == 1 else None
+
+def _check_shared(u:Tensor, pos:Tensor, neg:Tensor, own, fn:str):
+    if u.ndim != 2 or pos.shape != u.shape or neg.ndim != 2 or neg.shape[1] != u.shape[1]:
+        raise ValueError(f"`{fn}` expects u (B, D), pos (B, D) and negatives neg (B, m, D) per anchor or (m, D) shared; "
+                         f"got {tuple(u.shape)}, {tuple(pos.shape)}, {tuple(neg.shape)}")
+    if not isinstance(own, Tensor) or own.dtype != torch.bool or own.shape != (len(u), len(neg)):
+        got = 'None' if own is None else f"{tuple(own.shape)} {own.dtype}" if isinstance(own, Tensor) else type(own).__name__
+        raise ValueError(f"`{fn}`: shared negatives (m, D) need `own`, the ({len(u)}, {len(neg)}) bool mask of each anchor's own entry among "
+                         f"them, got {got}: pass `own=own_negatives(idx, rows)` with the rows of `bank_negatives(..., shared=True)`")
+
+def _check_bank_items(n_items, neg:Tensor, fn:str):
+    if not isinstance(n_items, int) or n_items <= neg.shape[-2]:
+        raise ValueError(f"`{fn}`: `n_items` (the bank's size) must be an int larger than the {neg.shape[-2]} negatives, got {n_items!r}")
+
+def _shared_scores(u:Tensor, pos:Tensor, neg:Tensor, temp:float) -> tuple:
+    "Cosine scores / temp of the normalised `u` against its positive (B,) and against every shared negative (B, m): one matrix product"
+    u = F.normalize(upcast(u), dim=1)
+    return (u * pos.to(u)).sum(1) / temp, u @ neg.to(u).T / temp
+
+@float32_loss
+def _bank_loss(u:Tensor, pos:Tensor, neg:Tensor, temp:float, own:Tensor|None=None, log_z:float|Tensor|None=None, n_items:int|None=None) -> Tensor:
+    "`bank_loss` for a `temp` and an `n_items` the caller checked; the embeddings, entries and mask are checked at every call"
+    if neg.ndim == 3:
+        if own is not None: raise ValueError("`bank_loss`: `own` goes with shared negatives (m, D); negatives per anchor (B, m, D) never hold the anchor's own entry")
+        return _memory_bank_loss(u, pos, neg, temp) if log_z is None else _nce_loss(u, pos, neg, log_z, n_items, temp)
+    _check_shared(u, pos, neg, own, 'bank_loss')
+    s_pos, s_neg = _shared_scores(u, pos, neg, temp)
+    if log_z is None:   # softmax over the positive and the negatives but the anchor's own
+        return (torch.logsumexp(torch.cat([s_pos[:, None], s_neg.masked_fill(own, float('-inf'))], 1), 1) - s_pos).mean()
+    m = (~own).sum(1).clamp(min=1).to(s_pos)   # anchor i's negatives; (with none left, only its positive's term remains)
+    k = torch.log(m / n_items) + torch.as_tensor(log_z, dtype=s_pos.dtype, device=s_pos.device)   # log of the noise's odds m_i Z / N
+    return (F.softplus(k - s_pos) + F.softplus(s_neg - k[:, None]).masked_fill(own, 0.).sum(1)).mean()
+
+def bank_loss(u:Tensor, pos:Tensor, neg:Tensor, temp:float=0.07, own:Tensor|None=None, log_z:float|Tensor|None=None, n_items:int|None=None) -> Tensor:
+    "`u` (B, D) against its bank entries `pos` (B, D) and negatives `neg`: (B, m, D) per anchor, or (m, D) shared with `own` (B, m) marking each anchor's own entry (left out); softmax, or NCE when `log_z` and `n_items` are given"
+    check_temp(temp, 'bank_loss')
+    if (log_z is None) != (n_items is None): raise ValueError("`bank_loss`: pass both `log_z` and `n_items` (NCE) or neither (softmax)")
+    if log_z is not None: _check_bank_items(n_items, neg, 'bank_loss')
+    return _bank_loss(u, pos, neg, temp, own, log_z, n_items)
+
+@float32_loss
+def _bank_log_z(u:Tensor, pos:Tensor, neg:Tensor, n_items:int, temp:float, own:Tensor|None=None) -> Tensor:
+    "`bank_log_z` for a `temp` the caller checked"
+    if neg.ndim == 3: return _nce_log_z(u, pos, neg, n_items, temp)
+    _check_shared(u, pos, neg, own, 'bank_log_z')
+    with torch.no_grad():
+        s_pos, s_neg = _shared_scores(u.detach(), pos, neg, temp)
+        s = torch.cat([s_pos, s_neg[~own]])   # the scores the loss uses
+        return math.log(n_items) + torch.logsumexp(s, 0) - math.log(len(s))
+
+def bank_log_z(u:Tensor, pos:Tensor, neg:Tensor, n_items:int, temp:float=0.07, own:Tensor|None=None) -> Tensor:
+    "NCE's estimate of log Z over `n_items` bank entries (`nce_log_z`), for negatives per anchor (B, m, D) or shared (m, D) with their mask `own`"
+    check_temp(temp, 'bank_log_z'); _check_bank_items(n_items, neg, 'bank_log_z')
+    return _bank_log_z(u, pos, neg, n_items, temp, own)
 
 # %% ../../nbs/15_instdisc.ipynb #462ceedf
 def create_instdisc_model(encoder:nn.Module, projection_size=128) -> SimCLRModel:
@@ -71,13 +141,13 @@ def create_instdisc_model(encoder:nn.Module, projection_size=128) -> SimCLRModel
 get_instdisc_aug_pipelines = views_aug_fn(1, 'InstDisc')
 
 class InstDisc(SSLCallback):
-    "Instance discrimination with a memory bank of one embedding per training item and `n_neg` sampled negatives"
+    "Instance discrimination with a memory bank of one embedding per training item and `n_neg` sampled negatives (`negatives`: per anchor or shared by the batch)"
     n_views, _state, has_valid_loss, needs_item_index = 1, ('bank',), False, True   # validation images have no bank entry
-    def __init__(self, aug_pipelines, n_neg=4096, temp=0.07, bank_m=0.5, prox=0., print_augs=False):
+    def __init__(self, aug_pipelines, n_neg=4096, temp=0.07, bank_m=0.5, prox=0., negatives='per_anchor', print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         check_temp(temp, 'InstDisc')
-        check_bank_args('InstDisc', n_neg, bank_m)
-        store_attr('n_neg,temp,bank_m,prox')
+        check_bank_args('InstDisc', n_neg, bank_m, negatives)
+        store_attr('n_neg,temp,bank_m,prox,negatives')
 
     def init_state(self):
         if (model := self._model()) is None or self.bank is not None or getattr(self.learn, 'dls', None) is None: return
@@ -88,12 +158,13 @@ class InstDisc(SSLCallback):
     def make_batch(self, views):
         # validation images have no bank entry: no instance-discrimination loss to compute on them
         if not self.training: return (views[0],), ()
-        self.idx = item_indices(self.learn.yb, len(views[0]), len(self.bank), 'InstDisc', self.learn.dl)
+        self.idx = item_indices(self.learn.yb, len(views[0]), len(self.bank), 'InstDisc', self.learn.dl, self.check_later)
         return (views[0],), (self.idx,)
 
     def lf(self, pred, idx, *yb):
         pos = self.bank[idx]
-        loss = _memory_bank_loss(pred, pos, self.bank[bank_negatives(idx, len(self.bank), self.n_neg)], self.temp)
+        self.neg = bank_negatives(idx, len(self.bank), self.n_neg, self.negatives == 'shared')
+        loss = _bank_loss(pred, pos, self.bank[self.neg], self.temp, own_negatives(idx, self.neg))
         self.v = F.normalize(pred.detach().float(), dim=1)
         if self.prox: loss = loss + self.prox * (F.normalize(pred.float(), dim=1) - pos).pow(2).sum(1).mean()
         return loss
@@ -104,4 +175,4 @@ class InstDisc(SSLCallback):
 register('instdisc', Recipe('Instance Discrimination', 'Wu et al., *Unsupervised Feature Learning via Non-Parametric Instance Discrimination*, 2018',
     group='memory bank', temp=0.07, with_idx=True, views=lambda a: image_views(a, 1),
     model=lambda enc, a: create_instdisc_model(enc, projection_size=128),
-    callback=lambda augs, a: InstDisc(augs, n_neg=min(4096, a.n_items - 1), temp=a.temp)))
+    callback=lambda augs, a: InstDisc(augs, n_neg=min(4096, a.n_items - 1), temp=a.temp, negatives=a.get('negatives', 'per_anchor'))))

@@ -203,7 +203,7 @@ class Jigsaw(SSLCallback):
     def labels(self, n:int, device=None) -> Tensor:
         "The permutation index of each of the `n` images: any one, or one of the image's own (`n_perms_per_image`, in training)"
         if self.n_perms_per_image is None or not self.training: return torch.randint(0, len(self.perms), (n,), device=device)
-        idx = item_indices(self.learn.yb, n, len(self.image_perms), 'Jigsaw(n_perms_per_image=...)', self.learn.dl)
+        idx = item_indices(self.learn.yb, n, len(self.image_perms), 'Jigsaw(n_perms_per_image=...)', self.learn.dl, self.check_later)
         own = self.image_perms.to(device)[idx.to(device)]
         return own.gather(1, torch.randint(0, own.shape[1], (n, 1), device=device)).squeeze(1)
 

@@ -14,11 +14,11 @@ from fastcore.all import *
 from ..augmentations import views_aug_fn
 from ..layers import encoder_nf, out_features
 from ..losses import check_temp, nce_log_z, pirl_loss
-from ..losses.contrastive import _nce_log_z, _pirl_loss
 from ..callback import SSLCallback, unwrap_model
 from ..dist import gather_nograd
 from .jigsaw import jigsaw_tiles, shuffle_tiles, standardize_tiles
-from .instdisc import item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size
+from .instdisc import (item_indices, new_memory_bank, bank_negatives, bank_update, check_bank_args, check_bank_size,
+                                            own_negatives, _bank_loss, _bank_log_z)
 from .cmc import linear_head
 from ..registry import register, Recipe, image_views
 
@@ -48,16 +48,16 @@ get_pirl_aug_pipelines = views_aug_fn(2, 'PIRL')
 
 # %% ../../nbs/47_pirl.ipynb #b700b657
 class PIRL(SSLCallback):
-    "PIRL: the image and its shuffled jigsaw tiles against a memory bank of image embeddings (momentum `bank_m`), NCE loss weighted by `lmb`"
+    "PIRL: the image and its shuffled jigsaw tiles against a memory bank of image embeddings (momentum `bank_m`), NCE loss weighted by `lmb` (`negatives`: per anchor or shared by the batch)"
     n_views, _state, has_valid_loss, needs_item_index = 2, ('bank', 'log_z'), False, True   # validation images have no bank entry
     def __init__(self, aug_pipelines, grid:int=3, tile_size:int|None=None, n_neg:int=32000, temp:float=0.07, bank_m:float=0.5,
-                 lmb:float=0.5, nce:bool=True, standardize:bool=False, print_augs=False):
+                 lmb:float=0.5, nce:bool=True, standardize:bool=False, negatives:str='per_anchor', print_augs=False):
         super().__init__(aug_pipelines, print_augs)
         if grid not in (2, 3): raise ValueError(f"PIRL: `grid` must be 2 or 3 (the paper's 3x3), got {grid!r}")
         check_temp(temp, 'PIRL')
-        check_bank_args('PIRL', n_neg, bank_m)
+        check_bank_args('PIRL', n_neg, bank_m, negatives)
         if not 0 <= lmb <= 1: raise ValueError(f"PIRL: `lmb` weighs the tiles' and the image's terms and must be in [0, 1], got {lmb}")
-        store_attr('grid,tile_size,n_neg,temp,bank_m,lmb,nce,standardize')
+        store_attr('grid,tile_size,n_neg,temp,bank_m,lmb,nce,standardize,negatives')
 
     def init_state(self):
         if (model := self._model()) is None: return
@@ -71,6 +71,9 @@ class PIRL(SSLCallback):
         self.bank = new_memory_bank(n, out_features(model.f_head), self._device())
         self.log_z = torch.tensor(float('nan'), device=self._device())   # not estimated yet
 
+    _z_known = None
+    def before_fit(self): super().before_fit(); self._z_known = None
+
     def make_batch(self, views):
         x, xt = views
         b = len(xt)
@@ -79,18 +82,22 @@ class PIRL(SSLCallback):
         tiles = shuffle_tiles(tiles, perm, torch.arange(b, device=xt.device))
         if self.standardize: tiles = standardize_tiles(tiles)
         if not self.training: return (x, tiles), ()   # validation images have no bank entries
-        self.idx = item_indices(self.learn.yb, b, len(self.bank), 'PIRL', self.learn.dl)
+        self.idx = item_indices(self.learn.yb, b, len(self.bank), 'PIRL', self.learn.dl, self.check_later)
         return (x, tiles), (self.idx,)
 
     def lf(self, pred, idx, *yb):
         f, g = pred
         n = len(self.bank)
-        pos, neg = self.bank[idx], self.bank[bank_negatives(idx, n, self.n_neg)]
-        if self.nce and self.log_z.isnan():   # estimated once, on the first batch, from both heads' scores and every process's
-            lz = gather_nograd(torch.stack([_nce_log_z(f, pos, neg, n, self.temp), _nce_log_z(g, pos, neg, n, self.temp)]))
-            self.log_z = lz.logsumexp(0) - math.log(len(lz))
+        self.neg = bank_negatives(idx, n, self.n_neg, self.negatives == 'shared')
+        pos, neg, own = self.bank[idx], self.bank[self.neg], own_negatives(idx, self.neg)   # own: None per anchor
+        # whether Z is estimated yet: read from the state (a checkpoint's, maybe) outside training steps, kept on the host within them
+        if self.nce and (self._z_known is None or not self.training): self._z_known = not bool(self.log_z.isnan())
+        if self.nce and not self._z_known:   # estimated once, on the first batch, from both heads' scores and every process's
+            lz = gather_nograd(torch.stack([_bank_log_z(u, pos, neg, n, self.temp, own) for u in (f, g)]))
+            self.log_z, self._z_known = lz.logsumexp(0) - math.log(len(lz)), True
         self.v = F.normalize(f.detach().float(), dim=1)
-        return _pirl_loss(f, g, pos, neg, self.temp, self.lmb, *((self.log_z, n) if self.nce else (None, None)))
+        lf = lambda u: _bank_loss(u, pos, neg, self.temp, own, *((self.log_z, n) if self.nce else (None, None)))
+        return self.lmb * lf(g) + (1 - self.lmb) * lf(f)   # `pirl_loss`, for either kind of negatives
 
     def after_backward(self): bank_update(self.bank, self.idx, self.v, self.bank_m)   # every batch's entries, whether or not the optimiser steps
 
@@ -98,4 +105,4 @@ class PIRL(SSLCallback):
 register('pirl', Recipe('PIRL', 'Misra and van der Maaten, *Self-Supervised Learning of Pretext-Invariant Representations*, 2020',
     group='memory bank', temp=0.07, with_idx=True, views=image_views,
     model=lambda enc, a: create_pirl_model(enc, grid=3, projection_size=128, bn=a.bn),
-    callback=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp)))
+    callback=lambda augs, a: PIRL(augs, grid=3, n_neg=min(32000, a.n_items - 1), temp=a.temp, negatives=a.get('negatives', 'per_anchor'))))

@@ -48,10 +48,9 @@ def rotate_images(x:Tensor, k:Tensor) -> Tensor:
     _check_square(x, 'rotate_images')
     k = torch.as_tensor(k, device=x.device).long() % 4
     if k.shape != x.shape[:1]: raise ValueError(f"`rotate_images`: `k` needs one angle per image ({len(x)}), got shape {tuple(k.shape)}")
-    out = torch.empty_like(x)
-    for r in range(4):   # one call per angle, not per image
-        sel = k == r
-        out[sel] = x[sel].rot90(r, (-2, -1))
+    out, sel = x, (lambda r: (k == r).view(-1, *[1] * (x.ndim - 1)))
+    for r in range(1, 4):   # one call per angle, not per image; `where`, not boolean indexing, whose shapes need a host sync
+        out = torch.where(sel(r), x.rot90(r, (-2, -1)), out)
     return out
 
 def rotnet_batch(x:Tensor, all_rotations:bool=True, rotations=ROTATIONS) -> tuple:

@@ -47,8 +47,8 @@ def normalize_lab(lab:Tensor) -> Tensor:
     return torch.cat([lab[:, :1] / 50 - 1, lab[:, 1:] / 110], 1)
 
 # %% ../../nbs/45_splitbrain.ipynb #63e7e825
-def check_rgb(x:Tensor, name:str, check_range:bool=True) -> Tensor:
-    "Raise a clear error unless `x` is a batch of RGB images (B, 3, H, W) with values in [0, 1] (when `check_range`)"
+def check_rgb(x:Tensor, name:str, check_range:bool=True, later=None) -> Tensor:
+    "Raise a clear error unless `x` is a batch of RGB images (B, 3, H, W) with values in [0, 1] (when `check_range`; `later(ok, error)` defers that check)"
     if not isinstance(x, Tensor) or x.ndim != 4:
         raise ValueError(f"{name} expects a batch of RGB images (B, 3, H, W), got {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
     c = x.shape[1]
@@ -58,10 +58,13 @@ def check_rgb(x:Tensor, name:str, check_range:bool=True) -> Tensor:
                          f"`x.repeat(1, 3, 1, 1)` does not change that). Use colour images; to try it on Fashion-MNIST, colour the "
                          f"dataset first with `tint_images(x)` (one random colour per image), e.g. `ssl_dls(tint_images(train_x), ...)`")
     if c != 3: raise ValueError(f"{name} converts RGB images to Lab and needs 3 channels, got {c}")
-    if check_range and x.numel() and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
-        raise ValueError(f"{name} converts RGB to Lab and needs values in [0, 1], got values in [{float(x.min()):.2f}, {float(x.max()):.2f}]: "
-                         f"build the augmentation pipelines without normalisation (`stats=None`, as `get_lab_aug_pipelines` does); "
-                         f"the Lab channels are scaled instead (`normalize_lab`)")
+    if not (check_range and x.numel()): return x
+    err = lambda: ValueError(f"{name} converts RGB to Lab and needs values in [0, 1], got values in [{float(x.min()):.2f}, {float(x.max()):.2f}]: "
+                             f"build the augmentation pipelines without normalisation (`stats=None`, as `get_lab_aug_pipelines` does); "
+                             f"the Lab channels are scaled instead (`normalize_lab`)")
+    ok = (x.min() >= -1e-3) & (x.max() <= 1 + 1e-3)
+    if later is not None: later(ok, err)   # e.g. an SSL callback's `check_later`: read with the training step's one host sync
+    elif not bool(ok): raise err()
     return x
 
 def _hsv_to_rgb(h:Tensor, s:Tensor, v:Tensor) -> Tensor:
@@ -230,7 +233,7 @@ class SplitBrain(SSLCallback):
         super()._check_input(x)
 
     def make_batch(self, views):
-        lab = rgb_to_lab(check_rgb(views[0], 'SplitBrain (its augmented view)').clamp(0, 1))
+        lab = rgb_to_lab(check_rgb(views[0], 'SplitBrain (its augmented view)', later=self.check_later).clamp(0, 1))
         return (normalize_lab(lab),), (lab,)
 
     def lf(self, pred, lab, *yb):

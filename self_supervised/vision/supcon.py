@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import nn, Tensor
 from fastcore.all import *
 from ..augmentations import get_multi_aug_pipelines
 from ..losses import supcon_loss, check_temp
@@ -57,18 +57,19 @@ class _LabelsMixin:
         y = self.orig_y
         if y is None and not self.training:   # `summary`, `get_preds` on images alone: predictions need no labels
             return torch.full((len(self.orig_x),), self.unsup_id, dtype=torch.long, device=self.orig_x.device)
-        if y is None or y.ndim != 1 or (y < 0).any():
-            raise ValueError(f"{type(self).__name__} needs a class label for every image (class ids >= 0, unlabelled images "
-                             f"with `unsup_class_id={self.unsup_class_id}`); the batch has "
-                             f"{'none' if y is None else 'labels ' + str(y[:8].tolist())}: build the DataLoaders with labels")
+        err = lambda: ValueError(f"{type(self).__name__} needs a class label for every image (class ids >= 0, unlabelled images "
+                                 f"with `unsup_class_id={self.unsup_class_id}`); the batch has "
+                                 f"{'none' if y is None else 'labels ' + str(y[:8].tolist())}: build the DataLoaders with labels")
+        if y is None or y.ndim != 1: raise err()
+        self.check_later((y >= 0).all(), err)   # read with the step's one host sync
         if self.training:
             self._n_seen += 1
-            if (y == self.unsup_id).any(): self._seen_unsup = True
+            self._n_unsup = self._n_unsup + (y == self.unsup_id).sum()   # a tensor, read once an epoch
         return y
-    def before_epoch(self): self._seen_unsup, self._n_seen = False, 0
+    def before_epoch(self): self._n_unsup, self._n_seen = 0, 0
     def after_epoch(self):
         # no training batch (an epoch skipped when resuming with `start_epoch`) is no evidence of a wrong id
-        if self.unsup_class_id is not None and self._n_seen and not self._seen_unsup and not getattr(self, '_warned', False):
+        if self.unsup_class_id is not None and self._n_seen and not int(self._n_unsup) and not getattr(self, '_warned', False):
             self._warned = True
             warnings.warn(f"{type(self).__name__}: `unsup_class_id={self.unsup_class_id}` was in no batch of the epoch: check the id "
                           f"(e.g. `dls.vocab.o2i['unsup']`); with unsup_method='only' the unsupervised loss stays 0")
@@ -102,6 +103,15 @@ class SupCon(_LabelsMixin, SSLCallback):
         return _supcon_loss(pred, torch.where(targ == self.unsup_id, -1, targ), self.temp)
 
     def lf(self, pred, yb, *rest): return self.unsup_lf(pred, yb) + self.reg_lambda * self.sup_lf(pred, yb)
+
+# %% ../../nbs/13_supcon.ipynb #823bfa94
+def _masked_rows_ce(logits:Tensor, rows:Tensor, cols:Tensor, targets:Tensor) -> Tensor:
+    "Mean over the `rows` of the cross-entropy of `logits` restricted to the `cols`, with the soft `targets` (a bool mask) spread evenly"
+    logp = torch.where(rows[:, None], logits.masked_fill(~cols[None], float('-inf')), 0.).log_softmax(1)
+    t = targets & cols[None]
+    per_row = -torch.where(t, logp, 0.).sum(1) / t.sum(1).clamp(min=1)
+    w = rows.to(per_row.dtype)
+    return (per_row * w).sum() / w.sum().clamp(min=1)
 
 # %% ../../nbs/13_supcon.ipynb #681d3eca
 class SupConMOCO(_LabelsMixin, MOCO):
@@ -142,21 +152,19 @@ class SupConMOCO(_LabelsMixin, MOCO):
 
     def unsup_lf(self, pred, key_embs, labels):
         "MoCo loss of normalised queries against the batch's keys and the queue (only the unlabelled ones with 'only')"
-        if self.unsup_method == UnsupMethod.All:
-            logits = pred @ torch.cat([key_embs, self.emb_queue]).T / self.temp
-        else:
-            m, qm = labels == self.unsup_id, self.label_queue == self.unsup_id
-            if not m.any(): return pred.sum() * 0.
-            logits = pred[m] @ torch.cat([key_embs[m], self.emb_queue[qm]]).T / self.temp
-        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+        logits = pred @ torch.cat([key_embs, self.emb_queue]).T / self.temp
+        target = torch.arange(len(logits), device=logits.device)
+        if self.unsup_method == UnsupMethod.All: return F.cross_entropy(logits, target)
+        # only the unlabelled queries, against the unlabelled keys and queue entries: masks, not boolean indexing (no host sync)
+        m = labels == self.unsup_id
+        return _masked_rows_ce(logits, m, torch.cat([m, self.label_queue == self.unsup_id]), F.one_hot(target, logits.shape[1]).bool())
 
     def sup_lf(self, pred, key_embs, labels):
         "Supervised contrastive loss of labelled queries against the labelled keys of the batch and the queue"
         m, qm = labels != self.unsup_id, self.label_queue != self.unsup_id
-        if not m.any(): return pred.sum() * 0.
-        logits = pred[m] @ torch.cat([key_embs[m], self.emb_queue[qm]]).T / self.temp
-        ohe = (labels[m][:, None] == torch.cat([labels[m], self.label_queue[qm]])[None]).float()
-        return (F.cross_entropy(logits, ohe, reduction='none') / ohe.sum(1)).mean()
+        logits = pred @ torch.cat([key_embs, self.emb_queue]).T / self.temp
+        cols = torch.cat([m, qm])
+        return _masked_rows_ce(logits, m, cols, labels[:, None] == torch.cat([labels, self.label_queue])[None])
 
     def lf(self, pred, key_embs, labels, *rest):
         pred = F.normalize(pred)

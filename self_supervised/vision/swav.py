@@ -117,10 +117,11 @@ class SWAV(SSLCallback):
         p = self._protos(model)
         if self.K and self.queue is None:
             self.queue = torch.zeros(len(self.crop_assgn_ids), self.K, p.in_features, device=p.weight.device)
-            self.queue_ptr, self.queue_n = 0, 0
+            self.queue_ptr, self.queue_n, self._filled = 0, 0, 0
 
     def before_fit(self):
         super().before_fit()
+        self._filled = None   # the queue's fill, counted on the host: read from the state (maybe a checkpoint's) once per fit
         check_queue_fits(self, self.K, 'projections')   # the paper keeps about 15 batches
         shape = (len(self.crop_assgn_ids), self.K, self._protos().in_features)
         if self.queue is not None and tuple(self.queue.shape) != shape:
@@ -135,10 +136,14 @@ class SWAV(SSLCallback):
         "Whether the prototypes are frozen at this step: during the first `freeze_protos_pct` of training"
         return getattr(self, 'pct_train', 0.) < self.freeze_protos_pct
 
+    _filled = None
     @property
     def queue_in_use(self) -> bool:
-        "Whether the codes are computed with the queue: once it is full"
-        return self.queue is not None and self.queue_n >= self.K
+        "Whether the codes are computed with the queue: once it is full (counted on the host, so no host sync each step)"
+        if self.queue is None: return False
+        # read from the state outside training steps (a checkpoint loaded, a queue set by hand); counted on the host within them
+        if self._filled is None or not getattr(self.learn, 'training', False): self._filled = int(self.queue_n)
+        return self._filled >= self.K
 
     def make_batch(self, views):
         if self.view_sizes is not None:
@@ -156,8 +161,10 @@ class SWAV(SSLCallback):
         s = upcast(scores.detach())
         if self.queue_in_use:
             q = self.queue[j].tensor_split(world_size())[rank()]
-            s = torch.cat([q.to(s) @ self._protos().weight.to(s).T, s])
-        return _sinkhorn_knopp(s, self.eps, self.n_sinkhorn_iter)[-len(scores):]
+            qs = s.new_empty(len(q) + len(s), s.shape[1])   # the queue's scores then the batch's, without a copy of both
+            torch.mm(q.to(s), self._protos().weight.to(s).T, out=qs[:len(q)])
+            qs[len(q):] = s; s = qs
+        return _sinkhorn_knopp(s, self.eps, self.n_sinkhorn_iter, n_last=len(scores))   # the queue's codes are not computed
 
     def lf(self, pred, *yb):
         z, scores = pred
@@ -178,7 +185,9 @@ class SWAV(SSLCallback):
         "Write the assignment crops' projections `z` (A, n, D) at the pointer of their queues"
         idx, self.queue_ptr = queue_slots(self.queue_ptr, z.shape[1], self.K, self.queue.device)
         self.queue[:, idx] = z.to(self.queue)
-        self.queue_n = min(self.queue_n + z.shape[1], self.K)
+        filled = int(self.queue_n) if self._filled is None else self._filled   # (not `ifnone`: it would read the state every time)
+        self._filled = min(filled + z.shape[1], self.K)
+        self.queue_n = (self.queue_n + z.shape[1]).clamp(max=self.K)   # the state, on its device: no host sync
 
     def after_step(self):
         if not self.protos_frozen: normalize_prototypes(self._protos())
