@@ -24,7 +24,7 @@ from .augmentations import assert_aug_pipelines, views_from_data
 from .layers import atomic_write
 from .losses import upcast, float32_loss
 from .dist import world_size, gloo_broadcast
-from .data import check_train_batches, check_image_range
+from .data import check_train_batches, check_image_range, check_now
 
 # %% auto #0
 __all__ = ['STATE', 'decoded_views', 'unwrap_model', 'SSLState', 'SSLCallback', 'CatViews', 'per_item', 'view_major',
@@ -272,7 +272,7 @@ class SSLCallback(Callback):
         "Raise `error()` unless the boolean tensor `ok` holds: at `StopOnNonFinite`'s one host sync of the training step (before the weights change), else now"
         stop = self._stopper()
         if stop is not None: stop.pending.append((ok, error))
-        elif not bool(ok.all()): raise error()
+        else: check_now(ok, error)
 
     def before_batch(self):
         xs, yb = self._inputs((*self.learn.xb, *self.learn.yb) if self.from_data else self.learn.xb[:1])

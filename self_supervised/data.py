@@ -25,9 +25,9 @@ from fastai.vision.augment import Resize
 # %% auto #0
 __all__ = ['FMNIST_FILES', 'FMNIST_CLASSES', 'DEBIAN_FMNIST', 'FMNIST_URL', 'fmnist_stats', 'read_idx', 'find_fashion_mnist',
            'fashion_mnist', 'download_fashion_mnist', 'missing_ssl_loss', 'TensorDL', 'check_batch_fits',
-           'check_train_batches', 'check_image_range', 'check_images', 'ssl_dls', 'fashion_mnist_dls', 'FolderImage',
-           'FolderImageBW', 'image_files', 'readable_images', 'folder_labels', 'image_channels', 'image_stats',
-           'image_folder_dls', 'ItemIndex', 'has_item_index', 'with_item_index', 'as_tuples']
+           'check_train_batches', 'check_now', 'check_image_range', 'check_images', 'ssl_dls', 'fashion_mnist_dls',
+           'FolderImage', 'FolderImageBW', 'image_files', 'readable_images', 'folder_labels', 'image_channels',
+           'image_stats', 'image_folder_dls', 'ItemIndex', 'has_item_index', 'with_item_index', 'as_tuples']
 
 # %% ../nbs/00_data.ipynb #886f48a4
 FMNIST_FILES = dict(train_x='train-images-idx3-ubyte.gz', train_y='train-labels-idx1-ubyte.gz',
@@ -157,6 +157,10 @@ def check_train_batches(dl):
 
 # %% ../nbs/00_data.ipynb #65fc0f02
 def _as_tensor(x): return torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+
+def check_now(ok:torch.Tensor, error):
+    "Raise `error()` unless every value of the boolean tensor `ok` holds (reading it waits for the device: in a training step use `SSLCallback.check_later`)"
+    if not bool(ok.all()): raise error()
 
 def check_image_range(x, name:str='x', limit:float=10.):
     "Warn if the float images `x` go above `limit`: they look like 0-255 values, which should be divided by 255"

@@ -14,7 +14,7 @@ from torch import Tensor
 from fastcore.all import *
 from fastai.data.core import DataLoaders
 from fastai.torch_core import default_device
-from ..data import TensorDL, _Indices
+from ..data import TensorDL, _Indices, check_now
 
 # %% auto #0
 __all__ = ['POSE_PARTS', 'POSE_ACTIONS', 'read_ts', 'ts_data_dirs', 'ts_datasets_available', 'find_ts_data', 'ts_stats',
@@ -209,13 +209,10 @@ def _kp_matrix(keypoints:dict, device=None) -> Tensor:
     "(dim, joints) feature indices of a layout"
     return torch.tensor(list(keypoints.values()), device=device).T
 
-def _check_now(ok:Tensor, error):
-    if not bool(ok.all()): raise error()
-
 def check_missing(x:Tensor, keypoints:dict|None=None, fn:str='the input', later=None) -> Tensor:
     "`x` (B, F, T) with every NaN keypoint coordinate spread to its keypoint's other coordinates; an error for NaN that is not a missing keypoint or an absent frame"
     if not x.is_floating_point(): return x
-    check = ifnone(later, _check_now)   # `later(ok, error)`, e.g. an SSL callback's `check_later`: no host sync in a training step
+    check = ifnone(later, check_now)   # `later(ok, error)`, e.g. an SSL callback's `check_later`: no host sync in a training step
     nan = x.isnan()
     check(~x.isinf().any(), lambda: ValueError(f"{fn}: the batch contains Inf: Inf is not a missing value; repair those items "
                                                f"(e.g. `torch.isfinite(x).all()` over the dataset)"))

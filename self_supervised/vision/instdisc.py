@@ -18,7 +18,7 @@ from ..losses.contrastive import _memory_bank_loss, _nce_loss, _nce_log_z
 from ..callback import SSLCallback
 from ..layers import out_features
 from ..dist import gather_nograd
-from ..data import has_item_index
+from ..data import has_item_index, check_now
 from .simclr import SimCLRModel, create_simclr_model
 from ..registry import register, Recipe, image_views
 
@@ -55,9 +55,7 @@ def item_indices(yb:tuple, n:int, n_items:int, name:str, dl=None, later=None) ->
     err = lambda: ValueError(f"{name}: item index {int(idx.max()) if int(idx.max()) >= n_items else int(idx.min())} is outside the "
                              f"{n_items} items of the training set: the classes (or memory bank) are sized from `dls.train`; "
                              f"do not change it after creating the Learner")
-    ok = (idx.min() >= 0) & (idx.max() < n_items)
-    if later is not None: later(ok, err)   # e.g. an SSL callback's `check_later`: no host sync in the training step
-    elif not bool(ok): raise err()
+    ifnone(later, check_now)((idx.min() >= 0) & (idx.max() < n_items), err)   # `later`: e.g. an SSL callback's `check_later`
     return idx
 
 NEGATIVES = ('per_anchor', 'shared')

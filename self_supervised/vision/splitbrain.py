@@ -14,6 +14,7 @@ from fastcore.all import *
 from fastai.callback.hook import hook_outputs
 from fastai.vision.learner import in_channels
 from ..augmentations import get_batch_augs, get_multi_aug_pipelines
+from ..data import check_now
 from ..layers import encoder_nf, composite_encoder
 from ..callback import SSLCallback, unwrap_model
 from .amdim import feature_map_layers
@@ -62,9 +63,7 @@ def check_rgb(x:Tensor, name:str, check_range:bool=True, later=None) -> Tensor:
     err = lambda: ValueError(f"{name} converts RGB to Lab and needs values in [0, 1], got values in [{float(x.min()):.2f}, {float(x.max()):.2f}]: "
                              f"build the augmentation pipelines without normalisation (`stats=None`, as `get_lab_aug_pipelines` does); "
                              f"the Lab channels are scaled instead (`normalize_lab`)")
-    ok = (x.min() >= -1e-3) & (x.max() <= 1 + 1e-3)
-    if later is not None: later(ok, err)   # e.g. an SSL callback's `check_later`: read with the training step's one host sync
-    elif not bool(ok): raise err()
+    ifnone(later, check_now)((x.min() >= -1e-3) & (x.max() <= 1 + 1e-3), err)   # `later`: e.g. an SSL callback's `check_later`
     return x
 
 def _hsv_to_rgb(h:Tensor, s:Tensor, v:Tensor) -> Tensor:
