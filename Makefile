@@ -92,6 +92,7 @@ bench: install data
 	$(PY) bench/clip_bench.py
 	$(PY) bench/compat_matrix.py --docs
 	$(PY) bench/compare_fmnist.py --readme
+	$(PY) bench/fast_preset.py --readme
 
 clean:
 	rm -rf $(VENV) demo_out bench_out _docs _proc

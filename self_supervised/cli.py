@@ -18,12 +18,14 @@ from .data import (fashion_mnist, ssl_dls, fmnist_stats, FMNIST_FILES, image_fol
 from .layers import create_encoder, export_encoder, PoolingType
 from .callback import SSLCallback, SeedEpochs, NonFiniteError
 from .evaluation import evaluate_encoder
+from .training import CPUMixedPrecision
 from .visual import draw_view_grid
 from .registry import ALGOS, UNLABELLED, algo_images, ssl_args, ssl_learner, get_recipe
 
 # %% auto #0
-__all__ = ['FMNIST_NAMES', 'RUN', 'OUTPUTS', 'POOLS', 'check_args', 'run_folder', 'start_run', 'RunCheckpoint', 'resume_command',
-           'ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
+__all__ = ['FMNIST_NAMES', 'RUN', 'OUTPUTS', 'POOLS', 'DEFAULTS', 'PRESETS', 'PRESET_ARGS', 'PRECISIONS', 'check_args',
+           'run_folder', 'start_run', 'RunCheckpoint', 'resume_command', 'run_args', 'cpu_has_bf16', 'run_precision',
+           'AccuracyCurve', 'ssl_pretrain', 'ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']
 
 # %% ../nbs/80_cli.ipynb #caf502fd
 _all_ = ['ALGOS', 'UNLABELLED', 'algo_images', 'ssl_args', 'ssl_learner']   # the registry's, imported from here by older code
@@ -101,8 +103,8 @@ def _plot(learn, cb, path, title):
 
 # %% ../nbs/80_cli.ipynb #c92bb40c
 RUN = 'run.json'
-OUTPUTS = (RUN, 'checkpoint.pth', 'encoder.safetensors', 'results.json')
-_HOW = ('out', 'resume', 'force', 'threads', 'workers')   # how a run is carried out, not what it computes
+OUTPUTS = (RUN, 'checkpoint.pth', 'encoder.safetensors', 'results.json', 'curve.json')
+_HOW = ('out', 'resume', 'force', 'threads', 'workers', 'curve')   # how a run is carried out, not what it computes
 
 _RULES = dict(   # argument: (the test of a given value, what it must be)
     epochs=(lambda v: v >= 1, 'at least 1'),
@@ -124,6 +126,7 @@ def check_args(given:dict):
         v = given.get(k)
         if v is not None and not ok(v): _fail(f"{_flag(k)} {v}: must be {what}")
     if given['pool'] not in POOLS: _fail(f"--pool {given['pool']!r}: choose one of {', '.join(POOLS)}")
+    if given['precision'] not in PRECISIONS: _fail(f"--precision {given['precision']!r}: choose one of {', '.join(PRECISIONS)}")
     algo, spec = given['algo'], ALGOS[given['algo']]
     if given['temp'] is not None and spec.temp is None: _fail(f"--temp: --algo {algo} has no temperature: leave --temp out")
     if given['labelled'] is not None and not spec.labels: _fail(f"--labelled: --algo {algo} trains without labels: leave --labelled out")
@@ -173,32 +176,101 @@ class RunCheckpoint(Callback):
         _write_json(self.out/RUN, dict(run, epochs_done=self.epoch + 1))
 
 def resume_command(given:dict) -> str:
-    "The command line that resumes the run of `given`"
-    defaults = {k: p.default for k, p in inspect.signature(ssl_pretrain).parameters.items()}
+    "The command line that resumes the run of `given`: the arguments given, less those that the defaults or the preset imply"
+    defaults = {k: p.default for k, p in inspect.signature(ssl_pretrain).parameters.items()} | DEFAULTS | PRESETS.get(given.get('preset'), {})
     parts = [f"{_flag(k)} {shlex.quote(str(v).lower() if isinstance(v, bool) else str(v))}" for k, v in given.items()
              if k not in ('resume', 'force', 'out') and v is not None and v != defaults.get(k)]
     return ' '.join(['ssl-pretrain', *parts, '--out', shlex.quote(str(given['out'])), '--resume'])
 
+# %% ../nbs/80_cli.ipynb #91964245
+DEFAULTS = dict(algo='simclr', arch='small_resnet', epochs=3, bs=256, min_scale=0.4, pool='catavgmax', bn=True, blur=False,
+                precision='fp32', channels_last=False)
+PRESETS = dict(
+    # the most kNN accuracy on Fashion-MNIST out of 10 minutes of training on 2 CPU cores: bench/fast_preset.py
+    fast=dict(algo='rotnet', width=32, size=20, epochs=8, bs=256, precision='auto', channels_last=True),
+)
+PRESET_ARGS = ('algo', 'arch', 'width', 'size', 'epochs', 'bs', 'lr', 'temp', 'min_scale', 'blur', 'pool', 'bn', 'threads', 'precision',
+               'channels_last')   # the arguments a preset may set
+PRECISIONS = ('fp32', 'bf16', 'auto')
+
+def run_args(given:dict) -> dict:
+    "The arguments of a run: each one given, else the preset's (`given['preset']`), else its default"
+    name = given.get('preset')
+    if name is not None and name not in PRESETS: _fail(f"--preset {name!r}: choose one of {', '.join(PRESETS)}")
+    preset = PRESETS.get(name, {})
+    a = {k: v if v is not None else preset.get(k, DEFAULTS.get(k)) for k, v in given.items()}
+    if given.get('width') is None and a.get('width') is not None and a['arch'] != 'small_resnet':   # the preset's width is small_resnet's
+        print(f"--preset {name} sets --width {a['width']} for small_resnet: --arch {a['arch']} keeps its own width")
+        a['width'] = None
+    return a
+
+def cpu_has_bf16() -> bool:
+    "Whether this CPU has bfloat16 instructions (x86 AVX512-BF16 or AMX, Arm BF16): there bf16 autocast is faster; elsewhere it is emulated"
+    try: info = Path('/proc/cpuinfo').read_text()
+    except OSError: return False   # not Linux: no reliable way to tell, so no
+    flags = {w for line in info.splitlines() if line.startswith(('flags', 'Features')) for w in line.split(':', 1)[1].split()}
+    return bool(flags & {'avx512_bf16', 'amx_bf16', 'bf16'})
+
+def run_precision(precision:str) -> str:
+    "'fp32' or 'bf16': `precision`, with 'auto' decided by the CPU (and said, since the two differ in speed and rounding)"
+    if precision != 'auto': return precision
+    dtype = 'bf16' if cpu_has_bf16() else 'fp32'
+    print(f"--precision auto: {dtype} ({'this CPU has' if dtype == 'bf16' else 'this CPU lacks'} bfloat16 instructions)")
+    return dtype
+
+# %% ../nbs/80_cli.ipynb #2314b1c7
+class AccuracyCurve(Callback):
+    "kNN accuracy of the encoder after each epoch but the last against the training time so far (evaluations not counted), kept in `out/curve.json`"
+    order = 70   # after the checkpoint
+    def __init__(self, out:Path, ev:dict, start:int=0):
+        self.path, self.ev, self.start = Path(out)/'curve.json', ev, start
+        kept = json.loads(self.path.read_text()) if start and self.path.exists() else []
+        self.points = [p for p in kept if p['epoch'] <= start]   # a resumed run goes on from its checkpoint
+        self.seconds, self.eval_seconds = (self.points[-1]['seconds'] if self.points else 0.), 0.
+    def before_fit(self): self.epochs = self.n_epoch
+    def before_train(self): self.t0 = time.perf_counter()
+    def after_train(self): self.seconds += time.perf_counter() - self.t0
+    def after_epoch(self):
+        if self.epoch < self.start or self.epoch + 1 == self.n_epoch: return   # a skipped epoch; the last is the final evaluation
+        t = time.perf_counter()
+        knn = evaluate_encoder(self.learn.model.encoder, **self.ev, probe=False, progress=False)['knn']
+        self.points.append(dict(epoch=self.epoch + 1, seconds=round(self.seconds, 1), knn=knn))
+        _write_json(self.path, self.points)
+        self.eval_seconds += time.perf_counter() - t
+
+    def finish(self, start_knn:float, end_knn:float, title:str) -> list:
+        "The whole curve, from the starting encoder to the final one, written to `curve.json` and drawn in `curve.png`"
+        pts = [dict(epoch=0, seconds=0., knn=start_knn), *self.points, dict(epoch=self.epochs, seconds=round(self.seconds, 1), knn=end_knn)]
+        _write_json(self.path, pts)
+        import matplotlib; matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p['seconds'] / 60 for p in pts], [p['knn'] for p in pts], 'o-')
+        ax.set_xlabel('training time (minutes)'); ax.set_ylabel('kNN accuracy (k=200)'); ax.set_title(title); ax.grid(alpha=.3)
+        fig.tight_layout(); fig.savefig(self.path.with_suffix('.png'), dpi=110); plt.close(fig)
+        return pts
+
 # %% ../nbs/80_cli.ipynb #a77e357a
 @call_parse
 def ssl_pretrain(
-    algo:str='simclr',          # SSL algorithm: a name of the registry (`ALGOS`)
+    algo:str=None,              # SSL algorithm: a name of the registry (`ALGOS`) (default: simclr)
+    preset:str=None,            # A named run (`PRESETS`): `fast` trains the most kNN accuracy out of 10 minutes on 2 CPU cores; the arguments given override it
     data:str=None,              # An image folder (class subfolders label the evaluation), a folder with the Fashion-MNIST IDX files, or `fashion-mnist` (the default: $SSL_DATA, then the Debian package)
     eval_data:str=None,         # A labelled image folder (class subfolders) to evaluate on, split by --valid-pct (default: --data's own labels)
     valid_pct:float=None,       # Image folders: the fraction kept to test the encoder on (default 0.1)
     size:int=None,              # Size of the images and views (default: 28 on Fashion-MNIST, 64 for an image folder)
     n_in:int=None,              # Image folders: 1 (grey) or 3 (colour) channels (default: measured from the images)
-    arch:str='small_resnet',    # Encoder: `small_resnet`, or a timm or fastai architecture name
+    arch:str=None,              # Encoder: `small_resnet` (the default), or a timm or fastai architecture name
     width:int=None,             # Width of `small_resnet` (default 16)
     pretrained_weights:str=None,  # A local weights file (safetensors or torch) to start the encoder from
-    epochs:int=3,               # Training epochs
-    bs:int=256,                 # Batch size
+    epochs:int=None,            # Training epochs (default 3)
+    bs:int=None,                # Batch size (default 256)
     lr:float=None,              # Maximum learning rate of the one-cycle schedule (default: the algorithm's, else 1e-2)
     temp:float=None,            # Temperature of the loss (default: the recipe's; only for the methods that have one)
-    min_scale:float=0.4,        # Smallest crop, as a fraction of the image area
-    blur:bool_arg=False,        # Gaussian blur in the augmentations (little detail to remove at 28 px)
-    pool:str='catavgmax',       # Encoder pooling: avg, max, catavgmax or fast (avgmax: timm encoders only)
-    bn:bool_arg=True,           # Batch norm in the projection head
+    min_scale:float=None,       # Smallest crop, as a fraction of the image area (default 0.4)
+    blur:bool_arg=None,         # Gaussian blur in the augmentations (default: false; little detail to remove at 28 px)
+    pool:str=None,              # Encoder pooling: avg, max, catavgmax (the default) or fast (avgmax: timm encoders only)
+    bn:bool_arg=None,           # Batch norm in the projection head (default: true)
     out:str='demo_out',         # The run folder: checkpoints, weights, plot and results
     resume:store_true=False,    # Continue the interrupted run in --out from its last finished epoch (with the run's arguments)
     force:store_true=False,     # Overwrite the outputs of an earlier run in --out
@@ -210,24 +282,32 @@ def ssl_pretrain(
     workers:int=None,           # Image folders: processes that read the images (default: fastai's, the number of CPUs)
     seed:int=0,                 # Random seed: the encoder's initialisation and each epoch's random state
     threads:int=None,           # Torch CPU threads (default: torch's choice)
+    precision:str=None,         # fp32 (the default), bf16 (autocast) or auto (bf16 where the CPU has bfloat16 instructions, else fp32)
+    channels_last:bool_arg=None,  # Keep the model's weights and activations in channels-last order (default: false)
+    curve:store_true=False,     # Also evaluate the kNN after every epoch (not counted in the training time) and save `curve.png`, accuracy against training time
 ):
     "Pretrain an SSL encoder on an image folder or Fashion-MNIST, export it, and print kNN and linear-probe accuracy next to the starting encoder's"
     given = dict(locals())
+    a = run_args(given)   # the arguments given, then the preset's, then the defaults
+    algo, arch, width, size, epochs, bs, lr, temp, min_scale, blur, pool, bn, threads, precision, channels_last = (a[k] for k in PRESET_ARGS)
     if algo not in ALGOS: _fail(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
-    check_args(given)
+    check_args(a)
     spec, kind = ALGOS[algo], _data_kind(data)
     only = dict(fmnist=dict(n_train=n_train, n_test=n_test, labelled=labelled), folder=dict(eval_data=eval_data, valid_pct=valid_pct, n_in=n_in, workers=workers))
     for k, v in only['folder' if kind == 'fmnist' else 'fmnist'].items():   # an argument that does not apply is refused, not ignored
         if v is not None: _fail(f"{_flag(k)} applies to {'image folders' if kind == 'fmnist' else 'Fashion-MNIST'}, not to --data {data or 'fashion-mnist'}")
     if pretrained_weights is not None and not Path(pretrained_weights).is_file(): _fail(f"--pretrained-weights {pretrained_weights}: no such file")
-    out, done = run_folder(given)
+    out, done = run_folder(a)
     if threads: torch.set_num_threads(threads)
+    if preset is not None: print(f"--preset {preset}: " + ', '.join(f"{_flag(k)} {a[k]}" for k in PRESETS[preset] if given[k] is None))
+    dtype = run_precision(precision)
     temp, lr = ifnone(temp, spec.temp), ifnone(lr, ifnone(spec.lr, 1e-2))
     size = ifnone(size, 28 if kind == 'fmnist' else 64)
     torch.manual_seed(seed)
     if kind == 'fmnist': dls, ev, what = _fmnist_run(data, algo, spec, size, bs, seed, n_train, n_test, labelled)
     else: dls, ev, what = _folder_run(data, eval_data, algo, spec, size, bs, seed, n_in, ifnone(valid_pct, 0.1), workers)
     n_channels = as_tuples(dls).train.one_batch()[0].shape[1]
+    if curve and ev is None: _fail(f"--curve plots the kNN accuracy after each epoch: {what}")
     args = AttrDict(algo=algo, data=data or 'fashion-mnist', arch=arch, width=width, size=size, n_in=n_channels, epochs=epochs, bs=bs, lr=lr, temp=temp,
                     min_scale=min_scale, blur=blur, pool=pool, bn=bn, pretrained_weights=pretrained_weights,
                     labelled=ifnone(labelled, 0.1) if spec.labels and kind == 'fmnist' else None)
@@ -235,14 +315,18 @@ def ssl_pretrain(
                                   **({'width': ifnone(width, 16)} if arch == 'small_resnet' else {}))
     except (ValueError, KeyError, RuntimeError) as e: _fail(str(e))
     learn = ssl_learner(dls, algo, encoder, args, path=out, model_dir='.')
+    if channels_last: learn.model.to(memory_format=torch.channels_last)
+    if dtype == 'bf16': learn.add_cb(CPUMixedPrecision())
     start = 'random' if pretrained_weights is None else 'initial'
     start_encoder = copy.deepcopy(learn.model.encoder)   # the model's own encoder (Split-Brain and CMC build theirs)
     cb = next(c for c in learn.cbs if isinstance(c, SSLCallback))
     if done: learn.load('checkpoint', with_opt=True); print(f"Resuming the run in {out} after epoch {done} of {epochs}")
-    else: start_run(out, given)
+    else: start_run(out, a)
+    if ev is not None: ev = dict(ev, size=size, stats=None if spec.rgb else ev['stats'])
+    acc = AccuracyCurve(out, ev, done) if curve else None
     t0 = time.time()
     try:
-        with learn.added_cbs([SeedEpochs(seed), RunCheckpoint(out, done)]):
+        with learn.added_cbs([SeedEpochs(seed), RunCheckpoint(out, done), *L(acc)]):
             if spec.one_cycle: learn.fit_one_cycle(epochs, lr, start_epoch=done)
             else: learn.fit(epochs, lr, start_epoch=done)
     except KeyboardInterrupt:
@@ -252,14 +336,15 @@ def ssl_pretrain(
         raise SystemExit(130)
     except NonFiniteError as e:
         _fail(f"{e}\nNo encoder was exported; the last finished epoch is in {out/'checkpoint.pth'}")
-    train_s = time.time() - t0
+    train_s = time.time() - t0 - (acc.eval_seconds if curve else 0)
     export_encoder(learn.model, out/'encoder.safetensors', algo=algo)
     _plot(learn, cb, out/f'{algo}.png', f"{algo} on {args.data}")
     res = None
     if ev is not None:
-        ev = dict(ev, size=size, n_probe=n_probe, probe=probe, stats=None if spec.rgb else ev['stats'])
+        ev = dict(ev, n_probe=n_probe, probe=probe)
         res = {start: evaluate_encoder(start_encoder, **ev), algo: evaluate_encoder(learn.model.encoder, **ev)}
-    _write_json(out/'results.json', dict(args=args, train_seconds=train_s, results=res, evaluation=what))
+    points = acc.finish(res[start]['knn'], res[algo]['knn'], f"{algo} on {args.data}" + (f" (--preset {preset})" if preset else '')) if curve else None
+    _write_json(out/'results.json', dict(args=dict(args, preset=preset, precision=dtype, channels_last=channels_last), train_seconds=train_s, results=res, evaluation=what, **({'curve': points} if curve else {})))
     _write_json(out/RUN, dict(json.loads((out/RUN).read_text()), finished=True))
     print(f"\n{algo} on {args.data}: encoder {arch}, {epochs} epochs in {train_s:.0f}s")
     if res is None: print(what)
@@ -269,5 +354,8 @@ def ssl_pretrain(
         print(f"| encoder | " + " | ".join(f"{c} accuracy" for c in cols) + " |")
         print("|---|" + "---|" * len(cols))
         for name, r in res.items(): print(f"| {name} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
-    print(f"\nSaved {out/'encoder.safetensors'}, {out/(algo + '.png')} and {out/'results.json'}")
+    if curve:
+        print("\nkNN accuracy against training time (curve.png):\n| epoch | training time | kNN accuracy |\n|---|---|---|")
+        for p in points: print(f"| {p['epoch']} | {p['seconds']:.0f} s | {p['knn']:.4f} |")
+    print(f"\nSaved {out/'encoder.safetensors'}, {out/(algo + '.png')}{', ' + str(out/'curve.png') if curve else ''} and {out/'results.json'}")
     return res

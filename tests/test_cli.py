@@ -152,6 +152,9 @@ CLI_ARGS = [   # arguments, what the message must say
     (dict(n_probe=0), r'--n-probe 0: must be at least 2'),
     (dict(size=4), r'--size 4: must be at least 8'),
     (dict(pool='bogus'), r"--pool 'bogus': choose one of .*avg.*catavgmax"),
+    (dict(preset='quick'), r"--preset 'quick': choose one of fast"),
+    (dict(precision='half'), r"--precision 'half': choose one of fp32, bf16, auto"),
+    (dict(preset='fast', temp=0.), r'--temp 0.0: must be a finite number above 0'),   # the preset's values and the given ones are checked alike
 ]
 
 @pytest.mark.parametrize('args,msg', CLI_ARGS, ids=[' '.join(f'{k}={v}' for k, v in a.items()) for a, _ in CLI_ARGS])
@@ -160,3 +163,45 @@ def test_cli_checks_arguments_before_reading_data(args, msg, no_fmnist):
     with pytest.raises(SystemExit) as e: ssl_pretrain(out=str(no_fmnist/'out'), **args)
     assert re.search(msg, str(e.value)), str(e.value)
     assert not (no_fmnist/'out'/'run.json').exists()
+
+def test_cli_preset_given_arguments_win_and_curve(tmp_path, capsys):
+    "`--preset fast` sets what is not given (and says so); `--curve` records kNN against training time, first and last points the table's"
+    from self_supervised.cli import PRESETS, cpu_has_bf16
+    res = ssl_pretrain(preset='fast', epochs=3, size=24, curve=True, out=str(tmp_path), **TINY)
+    out = capsys.readouterr().out
+    said = ', '.join(f"--{k.replace('_', '-')} {v}" for k, v in PRESETS['fast'].items() if k not in {'size', 'epochs', *TINY})   # not the ones given
+    assert f'--preset fast: {said}\n' in out
+    args = json.loads((tmp_path/'results.json').read_text())['args']
+    assert (args['size'], args['epochs'], args['algo'], args['preset'], args['channels_last']) == (24, 3, PRESETS['fast']['algo'], 'fast', True)
+    assert args['precision'] == ('bf16' if cpu_has_bf16() else 'fp32')
+    pts = json.loads((tmp_path/'curve.json').read_text())
+    assert [p['epoch'] for p in pts] == [0, 1, 2, 3]
+    assert all(a['seconds'] < b['seconds'] for a, b in zip(pts, pts[1:]))
+    assert pts[0]['knn'] == res['random']['knn'] and pts[-1]['knn'] == res[args['algo']]['knn']
+    assert json.loads((tmp_path/'results.json').read_text())['curve'] == pts
+    assert (tmp_path/'curve.png').stat().st_size > 5_000 and '| 3 |' in out.split('kNN accuracy against training time')[1]
+
+def test_cli_curve_survives_resume(tmp_path, monkeypatch):
+    "A run interrupted after epoch 2 of 3 keeps its curve's points and goes on from their training time"
+    from fastai.callback.core import Callback
+    class CtrlC(Callback):
+        def before_epoch(self):
+            if self.epoch == 2: raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        fit_with(m, CtrlC())
+        with pytest.raises(SystemExit): ssl_pretrain(epochs=3, curve=True, out=str(tmp_path), **TINY)
+    first = json.loads((tmp_path/'curve.json').read_text())
+    assert [p['epoch'] for p in first] == [1, 2]
+    ssl_pretrain(epochs=3, curve=True, out=str(tmp_path), resume=True, **TINY)
+    pts = json.loads((tmp_path/'curve.json').read_text())
+    assert [p['epoch'] for p in pts] == [0, 1, 2, 3] and pts[1:3] == first
+    assert pts[3]['seconds'] > pts[2]['seconds']
+
+def test_cli_curve_needs_labels(tmp_path):
+    "An image folder without class subfolders has nothing to draw the curve with: refused before training"
+    from PIL import Image
+    import numpy as np
+    for i in range(40): Image.fromarray(np.random.randint(0, 255, (24, 24), dtype=np.uint8)).save(tmp_path/f'{i}.png')
+    with pytest.raises(SystemExit, match=r'--curve plots the kNN accuracy after each epoch: The images of .* are not in class subfolders'):
+        ssl_pretrain(data=str(tmp_path), curve=True, size=16, bs=8, epochs=1, out=str(tmp_path/'run'), workers=0)
+    assert not (tmp_path/'run'/'checkpoint.pth').exists()

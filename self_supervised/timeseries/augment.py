@@ -14,11 +14,11 @@ from fasttransform import Pipeline, DisplayedTransform
 from .data import check_keypoints, keypoint_dim, _kp_matrix
 
 # %% auto #0
-__all__ = ['TSAug', 'Jitter', 'Scaling', 'resample_time', 'TimeCrop', 'TimeShift', 'TimeMask', 'rotate_keypoints',
-           'mirror_keypoints', 'Rotate2D', 'Mirror', 'rotation_matrix_3d', 'rotate_keypoints_3d', 'shift_keypoints',
-           'zoom_keypoints', 'mask_keypoints', 'individual_groups', 'switch_individuals', 'Rotate3D', 'KeypointShift',
-           'Zoom', 'JointMask', 'SwitchIndividuals', 'ts_augs', 'get_ts_aug_pipelines', 'ts_identity_pipelines',
-           'sequence_views']
+__all__ = ['TS_DATA_KINDS', 'TS_VIEW_PRESETS', 'TSAug', 'Jitter', 'Scaling', 'Offset', 'resample_time', 'TimeCrop', 'TimeShift',
+           'TimeMask', 'rotate_keypoints', 'mirror_keypoints', 'Rotate2D', 'Mirror', 'rotation_matrix_3d',
+           'rotate_keypoints_3d', 'shift_keypoints', 'zoom_keypoints', 'mask_keypoints', 'individual_groups',
+           'switch_individuals', 'Rotate3D', 'KeypointShift', 'Zoom', 'JointMask', 'SwitchIndividuals', 'ts_augs',
+           'get_ts_aug_pipelines', 'ts_identity_pipelines', 'ts_data_kind', 'ts_view_settings', 'sequence_views']
 
 # %% ../../nbs/62_ts_augment.ipynb #8de99714
 def _check_series(x:Tensor, fn:str):
@@ -53,6 +53,12 @@ class Scaling(TSAug):
     def apply(self, x):
         f = 1 + self.sigma * torch.randn(len(x), x.shape[1] if self.per_feature else 1, 1, device=x.device, dtype=x.dtype)
         return x * f
+
+class Offset(TSAug):
+    "Add to each sample (each feature of each sample if `per_feature`) a constant drawn from N(0, sigma^2), in the units of the (standardised) data"
+    def __init__(self, sigma:float=0.5, per_feature:bool=False, p:float=1.):
+        super().__init__(p); self.sigma, self.per_feature = sigma, per_feature
+    def apply(self, x): return x + self.sigma * torch.randn(len(x), x.shape[1] if self.per_feature else 1, 1, device=x.device, dtype=x.dtype)
 
 # %% ../../nbs/62_ts_augment.ipynb #d5a0458b
 def resample_time(x:Tensor, pos:Tensor) -> Tensor:
@@ -278,7 +284,7 @@ class SwitchIndividuals(TSAug):
     def apply(self, x): return switch_individuals(x, self.keypoints, torch.ones(len(x), dtype=torch.bool, device=x.device), self.individuals)
 
 # %% ../../nbs/62_ts_augment.ipynb #43d7548e
-def ts_augs(keypoints:dict|None=None, pairs=(), jitter:float=0.05, scale:float=0.1, per_feature:bool=False, crop:float|None=0.7,
+def ts_augs(keypoints:dict|None=None, pairs=(), jitter:float=0.05, scale:float=0.1, per_feature:bool=False, offset:float|None=None, crop:float|None=0.7,
             shift:float|None=None, mask:float|None=0.1, rotate:float|tuple|None=180., mirror:float|None=0.5,
             time_aligned:bool=False, tilt:float|tuple|None=None, switch:float|None=None, individuals:dict|None=None,
             zoom:tuple|None=None, kp_shift:float|None=None, joint_mask:float|None=None) -> list:
@@ -294,6 +300,7 @@ def ts_augs(keypoints:dict|None=None, pairs=(), jitter:float=0.05, scale:float=0
         if kp_shift: tfms.append(KeypointShift(keypoints, kp_shift))
         if joint_mask: tfms.append(JointMask(keypoints, joint_mask))
     if scale: tfms.append(Scaling(scale, per_feature))
+    if offset: tfms.append(Offset(offset, per_feature))
     if crop and not time_aligned: tfms.append(TimeCrop(crop))
     if shift and not time_aligned: tfms.append(TimeShift(shift))
     if mask: tfms.append(TimeMask(mask))
@@ -310,8 +317,27 @@ def ts_identity_pipelines(n:int=1) -> list:
     return [Pipeline([], split_idx=0) for _ in range(n)]
 
 # %% ../../nbs/62_ts_augment.ipynb #5e9a0c12
+TS_DATA_KINDS = ('univariate', 'sensors', 'pose')
+
+def ts_data_kind(n_features:int, keypoints:dict|None=None) -> str:
+    "The kind of sequence data: 'pose' with a keypoint layout, else 'univariate' for one feature, 'sensors' for several"
+    if keypoints is not None: return 'pose'
+    return 'univariate' if n_features == 1 else 'sensors'
+
+TS_VIEW_PRESETS = {   # the `ts_augs` settings of each kind's views
+    'univariate': dict(scale=0.5, per_feature=True, offset=0.5, crop=0.5, jitter=0.1),   # level and spread hidden: the shortcut of few clips
+    'sensors':    dict(scale=0.2, per_feature=True, crop=0.5, jitter=0.1),                # a gain per channel
+    'pose':       dict(scale=0.1, crop=0.5, jitter=0.02),                                 # one scaling per clip keeps the body's shape
+}
+
+def ts_view_settings(kind:str, **kwargs) -> dict:
+    "The `ts_augs` settings of the views of `kind` (a key of `TS_VIEW_PRESETS`), `kwargs` winning"
+    if kind not in TS_VIEW_PRESETS:
+        raise ValueError(f"Unknown kind of sequence data `kind={kind!r}`: choose one of {', '.join(map(repr, TS_VIEW_PRESETS))} "
+                         f"(or leave it out: `ts_data_kind` reads it from the data's shape)")
+    return {**TS_VIEW_PRESETS[kind], **kwargs}
+
 def sequence_views(a, n:int=2, time_aligned:bool=False) -> list:
-    "`n` augmentation pipelines for the sequences of a run's settings `a` (the registry's sequence recipes)"
-    kp = a.keypoints
-    return get_ts_aug_pipelines(n, keypoints=kp, pairs=a.pairs, scale=0.1 if kp else 0.2, per_feature=kp is None,
-                                crop=0.5, jitter=0.02 if kp else 0.1, time_aligned=time_aligned)
+    "`n` augmentation pipelines for the sequences of a run's settings `a`: the views of `a.kind` (default: from the data's shape), `a.augs` overriding"
+    kind = a.get('kind') or ts_data_kind(a.n_in, a.keypoints)
+    return get_ts_aug_pipelines(n, keypoints=a.keypoints, pairs=a.pairs, time_aligned=time_aligned, **ts_view_settings(kind, **(a.get('augs') or {})))

@@ -30,7 +30,7 @@ def read_ts(fn) -> AttrDict:
     header, xs, ys, in_data = {}, [], [], False
     for i, line in enumerate(fn.read_text().splitlines()):
         line = line.strip()
-        if not line or line.startswith('#'): continue
+        if not line or line.startswith(('#', '%')): continue   # aeon's UnitTest files comment with %
         if not in_data:
             if not line.startswith('@'): raise ValueError(f"{fn}:{i+1}: expected a `@key value` header line before `@data`, got {line[:40]!r}")
             key, _, val = line[1:].partition(' ')

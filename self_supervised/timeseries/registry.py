@@ -10,6 +10,7 @@ import torch
 from fastcore.all import *
 from ..callback import SSLLearner
 from ..registry import ssl_args, ssl_learner, get_recipe, TS_ALGOS
+from .augment import ts_view_settings
 
 # %% auto #0
 __all__ = ['ts_args', 'ts_learner', 'TS_ALGOS']
@@ -17,12 +18,16 @@ __all__ = ['ts_args', 'ts_learner', 'TS_ALGOS']
 # %% ../../nbs/69_ts_registry.ipynb #18ad2e5b
 _all_ = ['TS_ALGOS']
 
-def ts_args(dls, algo:str, keypoints:dict|None=None, pairs=(), **recipe) -> AttrDict:
-    "The settings of the sequence recipe `algo` on `dls`: what the batches tell, the keypoint layout, overridden by `recipe`"
-    get_recipe(algo, 'sequence')
-    return ssl_args(dls, algo, recipe, keypoints=keypoints, pairs=list(pairs))
+def _kind(kind):
+    if kind is not None: ts_view_settings(kind)   # an unknown name is an error now, not when the views are made
+    return {} if kind is None else {'kind': kind}
 
-def ts_learner(dls, algo:str, arch='tcn', width:int=32, keypoints:dict|None=None, pairs=(), recipe:dict|None=None, **kwargs) -> SSLLearner:
-    "`ssl_learner` for the sequence recipe `algo`: a `create_ts_encoder(arch, width=width)` encoder (or the module `arch`)"
+def ts_args(dls, algo:str, keypoints:dict|None=None, pairs=(), kind:str|None=None, **recipe) -> AttrDict:
+    "The settings of the sequence recipe `algo` on `dls`: what the batches tell, the keypoint layout, the kind of data (default: from its shape), overridden by `recipe`"
     get_recipe(algo, 'sequence')
-    return ssl_learner(dls, algo, arch, {**ifnone(recipe, {}), 'keypoints': keypoints, 'pairs': list(pairs), 'width': width}, **kwargs)
+    return ssl_args(dls, algo, {**recipe, **_kind(kind)}, keypoints=keypoints, pairs=list(pairs))
+
+def ts_learner(dls, algo:str, arch='tcn', width:int=32, keypoints:dict|None=None, pairs=(), kind:str|None=None, recipe:dict|None=None, **kwargs) -> SSLLearner:
+    "`ssl_learner` for the sequence recipe `algo`: a `create_ts_encoder(arch, width=width)` encoder (or the module `arch`), the views of `kind` (default: `ts_data_kind` of the data)"
+    get_recipe(algo, 'sequence')
+    return ssl_learner(dls, algo, arch, {**ifnone(recipe, {}), **_kind(kind), 'keypoints': keypoints, 'pairs': list(pairs), 'width': width}, **kwargs)
