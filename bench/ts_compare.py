@@ -26,7 +26,7 @@ from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 import fastai.callback.schedule   # fit_one_cycle
-from self_supervised.evaluation import evaluate_encoder, extract_features, linear_probe
+from self_supervised.evaluation import evaluate_encoder
 from self_supervised.layers import ssl_splitter
 from self_supervised.timeseries.data import ts_dataset, ts_dls, ts_datasets_available, find_ts_data
 from self_supervised.timeseries.augment import ts_data_kind
@@ -59,13 +59,6 @@ def finetune(enc, ds, idx, steps, lr, seed):
         learn.unfreeze(); learn.fit_one_cycle(n, lr)
     model.eval()
     with torch.no_grad(): return (model(ds.test_x).argmax(1) == ds.test_y).float().mean().item()
-
-def few_label_probe(enc, ds, idx):
-    "Logistic-regression accuracy of frozen clip embeddings trained on the labelled clips `idx` only"
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        tr, te = extract_features(enc, ds.train_x[idx]), extract_features(enc, ds.test_x)
-        return linear_probe(tr, ds.train_y[idx], te, ds.test_y)
 
 def probe(enc, ds):
     with warnings.catch_warnings():
