@@ -11,7 +11,8 @@ the training images, next to that of the encoder at initialisation.
 
     python bench/shared_negatives.py [--algos instdisc,cmc,pirl] [--epochs 2] [--n-train 10000] [--n-test 2000] [--threads 2]
 """
-import argparse, statistics, time
+import argparse, statistics, sys, time
+from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed
@@ -20,20 +21,8 @@ from self_supervised.data import fashion_mnist, ssl_dls, fmnist_stats
 from self_supervised.layers import create_encoder
 from self_supervised.registry import ssl_learner, algo_images, get_recipe
 from self_supervised.evaluation import evaluate_encoder
-
-class StepClock(Callback):
-    "Starts first in `before_batch`; `_Stop` stops it last in `after_batch` (as in bench/step_time.py)"
-    order = -100
-    def before_fit(self): self.times, self.t0 = [], None
-    def before_batch(self):
-        if self.training: self.t0 = time.perf_counter()
-
-class _Stop(Callback):
-    "Stops the clock last in `after_batch`: one step's time"
-    order = 1000
-    def __init__(self, clock): self.clock = clock
-    def after_batch(self):
-        if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_time import step_clock
 
 class BareStep(Callback):
     "After each timed step (outside its window), one step of the encoder alone on a batch: forward, backward, Adam"
@@ -59,8 +48,8 @@ def run(algo, negatives, data, a) -> dict:
     stats = None if r.rgb else fmnist_stats
     knn = lambda e: evaluate_encoder(e, tr_x, tr_y, te_x, te_y, stats=stats, k=200, probe=False, progress=False)['knn']
     before = knn(learn.model.encoder) if negatives == 'per_anchor' else None   # the same initialisation for both
-    clock, bare = StepClock(), BareStep(a.grey[:a.bs])   # bare steps interleaved with the timed ones: the same load on the machine
-    learn.add_cbs([clock, _Stop(clock), bare])
+    (clock, stop), bare = step_clock(), BareStep(a.grey[:a.bs])   # bare steps interleaved with the timed ones: the same load on the machine
+    learn.add_cbs([clock, stop, bare])
     t0 = time.time()
     with learn.no_bar(), learn.no_logging():
         (learn.fit_one_cycle if r.one_cycle else learn.fit)(a.epochs, ifnone(r.lr, 1e-2))

@@ -35,10 +35,25 @@ def _peak_mb():
     try: return _status_mb('VmHWM')
     except OSError: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+def step_clock() -> tuple:
+    "Callbacks `(clock, stop)` timing each training step: `clock` starts first in `before_batch`, `stop` ends last in `after_batch`; seconds in `clock.times`"
+    from fastai.callback.core import Callback
+    class Clock(Callback):
+        order = -100
+        def __init__(self): self.times, self.t0 = [], None
+        def before_batch(self):
+            if self.training: self.t0 = time.perf_counter()
+    class Stop(Callback):
+        order = 1000
+        def __init__(self, clock): self.clock = clock
+        def after_batch(self):
+            if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
+    clock = Clock()
+    return clock, Stop(clock)
+
 def run_case(case, bs, steps, threads, arch='small_resnet'):
     "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
     import torch
-    from fastai.callback.core import Callback
     from self_supervised.registry import ALGOS, ssl_learner, algo_images
     from self_supervised.data import fashion_mnist, ssl_dls
     from self_supervised.layers import create_encoder
@@ -55,23 +70,12 @@ def run_case(case, bs, steps, threads, arch='small_resnet'):
             ts.append(t2 - t); parts['fb'].append(t1 - t); parts['opt'].append(t2 - t1)
             with torch.no_grad(): t = time.perf_counter(); enc(xb); parts['f'].append(time.perf_counter() - t)
         return dict(step=statistics.median(ts[2:]), mem_mb=_peak_mb() - rss0, **{k: statistics.median(v[2:]) for k, v in parts.items()})
-    class Clock(Callback):
-        "Starts first in `before_batch`, stops last in `after_batch`"
-        order = -100
-        def __init__(self): self.times, self.t0 = [], None
-        def before_batch(self):
-            if self.training: self.t0 = time.perf_counter()
-    class Stop(Callback):
-        order = 1000
-        def __init__(self, clock): self.clock = clock
-        def after_batch(self):
-            if self.training and self.clock.t0 is not None: self.clock.times.append(time.perf_counter() - self.clock.t0)
     spec = ALGOS[case]
     dls = ssl_dls(algo_images(case, x), algo_images(case, ds.test_x[:bs]), ds.train_y[:len(x)], ds.test_y[:bs], bs=bs, device='cpu',
                   with_idx=spec.with_idx)
-    clock = Clock()
     learn = ssl_learner(dls, case, enc)
-    learn.add_cbs([clock, Stop(clock)])
+    clock, stop = step_clock()
+    learn.add_cbs([clock, stop])
     # the encoder's passes: every module of the encoder's class and size (the encoder, its momentum copies), each call's input shape
     calls, n_par = collections.Counter(), sum(p.numel() for p in enc.parameters())
     def count(m, inp, out):
