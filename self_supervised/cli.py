@@ -289,7 +289,8 @@ def ssl_pretrain(
     "Pretrain an SSL encoder on an image folder or Fashion-MNIST, export it, and print kNN and linear-probe accuracy next to the starting encoder's"
     given = dict(locals())
     a = run_args(given)   # the arguments given, then the preset's, then the defaults
-    algo, arch, width, size, epochs, bs, lr, temp, min_scale, blur, pool, bn, threads, precision, channels_last = (a[k] for k in PRESET_ARGS)
+    algo, arch, width, size, epochs, bs, lr, temp, min_scale, blur, pool, bn, threads, precision, channels_last = (a[k] for k in (
+        'algo', 'arch', 'width', 'size', 'epochs', 'bs', 'lr', 'temp', 'min_scale', 'blur', 'pool', 'bn', 'threads', 'precision', 'channels_last'))
     if algo not in ALGOS: _fail(f"Unknown --algo {algo!r}: choose one of {', '.join(ALGOS)}")
     check_args(a)
     spec, kind = ALGOS[algo], _data_kind(data)
