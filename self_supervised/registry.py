@@ -6,7 +6,7 @@ Docs: https://self-supervised.github.io/self_supervised/registry.html.md"""
 
 # %% ../nbs/09b_registry.ipynb #c572fa1f
 from __future__ import annotations
-import difflib, functools, importlib, inspect, pkgutil, re, warnings
+import difflib, functools, importlib, inspect, pkgutil, re, sys, warnings, weakref
 from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 from typing import Callable
@@ -73,16 +73,30 @@ class Recipe:
 # %% ../nbs/09b_registry.ipynb #8e1ea52d
 # kept on the package: a notebook that defines these functions shares the recipes that the library's modules register
 _RECIPES = self_supervised.__dict__.setdefault('_recipes', {})
+# a notebook (`__main__`) registers its method too, while it is being written and run: that recipe is seen by that
+# notebook only, so that a test runner which runs several notebooks in one process does not hand the next one a
+# finished notebook's classes (an IPython shell makes its own `__main__` module)
+_NOTEBOOK = self_supervised.__dict__.setdefault('_notebook_recipes', {})   # name -> (weak reference to `__main__`, recipe)
 
 def register(name:str, recipe:Recipe) -> Recipe:
     "Register `recipe` under `name` (done by each algorithm's module, when it is imported)"
     if not re.fullmatch(r'[a-z][a-z0-9_]*', name): raise ValueError(f"A recipe's name is lower case letters, digits and `_`, got {name!r}")
-    old, new = _RECIPES.get(name), recipe.callback.__module__
-    # a notebook (`__main__`) registers its method too, while it is being written and run
-    if old is not None and '__main__' not in (old.callback.__module__, new) and new != old.callback.__module__:
+    recipe, new = replace(recipe, name=name), recipe.callback.__module__
+    if new == '__main__':
+        _NOTEBOOK[name] = (weakref.ref(sys.modules['__main__']), recipe)
+        return recipe
+    old = _RECIPES.get(name)
+    if old is not None and new != old.callback.__module__:
         raise ValueError(f"`{name}` is already registered by {old.callback.__module__}: choose another name")
-    _RECIPES[name] = replace(recipe, name=name)
-    return _RECIPES[name]
+    _RECIPES[name] = recipe
+    return recipe
+
+def _registered() -> dict:
+    "The library's recipes, with those of the notebook being run in their place"
+    main = sys.modules.get('__main__')
+    for n, (ref, _) in list(_NOTEBOOK.items()):
+        if ref() is not main: del _NOTEBOOK[n]   # registered by a notebook that has finished
+    return {**_RECIPES, **{n: r for n, (_, r) in _NOTEBOOK.items()}}
 
 # %% ../nbs/09b_registry.ipynb #ede80337
 _PACKAGES, _failed, _found = ('vision', 'multimodal', 'timeseries'), {}, False
@@ -109,9 +123,11 @@ def recipes(modality:str|None=None) -> dict:
     "Every registered recipe (of `modality`, if given), by name, in the order of the notebooks that register them"
     _discover()
     if modality is not None and modality not in MODALITIES: raise ValueError(f"`modality` must be one of {MODALITIES}, got {modality!r}")
-    order = {n: i for i, n in enumerate(_RECIPES)}   # within a notebook, the order of registration
-    names = sorted(_RECIPES, key=lambda n: (_notebook_number(_RECIPES[n].callback.__module__), order[n]))
-    return {n: _RECIPES[n] for n in names if modality in (None, _RECIPES[n].modality)}
+    rs = _registered()
+    order = {n: i for i, n in enumerate(rs)}   # within a notebook, the order of registration
+    # a notebook's new version of a library recipe keeps the library's place
+    names = sorted(rs, key=lambda n: (_notebook_number((_RECIPES.get(n) or rs[n]).callback.__module__), order[n]))
+    return {n: rs[n] for n in names if modality in (None, rs[n].modality)}
 
 class UnknownAlgorithm(KeyError, ValueError):
     "A name that no recipe has (a `KeyError` for mappings, a `ValueError` for arguments)"
