@@ -10,10 +10,11 @@ above what it held when training started (the data, the libraries and the model 
 
 With `--split`, each step is split into the encoder work the method needs and the rest: forward hooks on the
 encoder (and on its momentum copies) record each pass of a step (its input's shape, with or without gradients);
-right after training, in the same process, a bare copy of the encoder makes the same passes (forward + backward
-with gradients, forward alone without) and one Adam step: that is the needed work. The rest (augmentation, heads,
-loss, queues and banks, bookkeeping) is the step minus that. The passes are also shown in units of the bare batch
-(items x pixels).
+right after each step, outside its clock, a bare copy of the encoder makes the same passes (forward + backward
+with gradients, forward alone without) and one Adam step: that is the step's needed work, measured next to it so
+that the machine's drift cancels. The rest (augmentation, heads, loss, queues and banks, bookkeeping) is the step
+minus that, as a fraction of its step, the median over the steps; the augmentation pipelines are timed on their
+own. The passes are also shown in units of the bare batch (items x pixels).
 
     python bench/step_time.py --split --algos simclr,dcl,moco,nnclr,byol,simsiam,barlow_twins,vicreg [--arch resnet18]
 """
@@ -51,7 +52,7 @@ def step_clock() -> tuple:
     clock = Clock()
     return clock, Stop(clock)
 
-def run_case(case, bs, steps, threads, arch='small_resnet'):
+def run_case(case, bs, steps, threads, arch='small_resnet', split=False):
     "One case in this process: 'bare' or an algorithm of ALGOS; returns the median step time (s) and the peak memory growth (MB)"
     import torch
     from self_supervised.registry import ALGOS, ssl_learner, algo_images
@@ -76,35 +77,59 @@ def run_case(case, bs, steps, threads, arch='small_resnet'):
     learn = ssl_learner(dls, case, enc)
     clock, stop = step_clock()
     learn.add_cbs([clock, stop])
+    # the augmentation's share of the rest: each pipeline's calls in training steps, timed
+    from fastai.callback.core import Callback
+    from self_supervised.callback import SSLCallback
+    ssl_cb, aug_t = next(c for c in learn.cbs if isinstance(c, SSLCallback)), []
+    class Timed:
+        def __init__(self, p): self.p = p
+        def __getattr__(self, k): return getattr(self.p, k)
+        def __call__(self, *args, **kw):
+            t = time.perf_counter(); out = self.p(*args, **kw)
+            if learn.training: aug_t.append(time.perf_counter() - t)
+            return out
+    ssl_cb.aug_pipelines = [Timed(p) for p in ssl_cb.aug_pipelines]
     # the encoder's passes: every module of the encoder's class and size (the encoder, its momentum copies), each call's input shape
-    calls, n_par = collections.Counter(), sum(p.numel() for p in enc.parameters())
+    bare = copy.deepcopy(enc).train()   # before the hooks, which it would copy
+    passes, n_par = [], sum(p.numel() for p in enc.parameters())
     def count(m, inp, out):
-        if learn.training: calls[(torch.is_grad_enabled(), tuple(inp[0].shape))] += 1   # validation passes are not part of the step
+        if learn.training: passes.append((torch.is_grad_enabled(), tuple(inp[0].shape)))   # validation passes are not part of the step
     for m in learn.model.modules():
         if type(m) is type(enc) and sum(p.numel() for p in m.parameters()) == n_par: m.register_forward_hook(count)
+    # with `split`, right after each step (outside its clock) a bare copy of the encoder makes the same passes, forward + backward
+    # with gradients, forward alone without, and one Adam step: each step is paired with its needed work, so the machine's
+    # drift between the two cancels
+    need, units = [], []
+    opt, inputs = torch.optim.Adam(bare.parameters(), 1e-3), {}
+    class Replay(Callback):
+        order = stop.order + 1
+        def after_batch(self):
+            if not (split and self.training): return
+            t = time.perf_counter()
+            for grad, shape in passes:
+                xb = inputs.setdefault(shape, torch.randn(shape))
+                if grad: bare(xb).pow(2).mean().backward()
+                else:
+                    with torch.no_grad(): bare(xb)
+            opt.step(); opt.zero_grad()
+            need.append(time.perf_counter() - t)
+            units.append([sum(s[0] * s[-1] * s[-2] for g, s in passes if g == grad) / (bs * 28 * 28) for grad in (True, False)])
+            passes.clear()
+    learn.add_cb(Replay())
     rss0 = _peak_reset()
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
-    res = dict(step=statistics.median(clock.times[2:]), mem_mb=_peak_mb() - rss0)
-    # the same passes through a bare copy of the encoder, in this process, right after: forward + backward with gradients, forward alone without
-    n, bare = len(clock.times), copy.deepcopy(enc).train()
-    opt, need, units = torch.optim.Adam(bare.parameters(), 1e-3), 0., dict(grad=0., nograd=0.)
-    for (grad, shape), k in calls.items():
-        xb, ts = torch.randn(shape), []
-        for _ in range(5):
-            t = time.perf_counter()
-            if grad: bare(xb).pow(2).mean().backward()
-            else:
-                with torch.no_grad(): bare(xb)
-            ts.append(time.perf_counter() - t)
-        need += k / n * statistics.median(ts[1:])
-        units['grad' if grad else 'nograd'] += k / n * shape[0] * shape[-1] * shape[-2] / (bs * 28 * 28)
-    ts = []
-    for _ in range(5): t = time.perf_counter(); opt.step(); ts.append(time.perf_counter() - t)
-    return res | dict(need=need + statistics.median(ts[1:]), grad_units=units['grad'], nograd_units=units['nograd'])
+    n, k = len(clock.times), len(aug_t) // len(clock.times)   # steps, pipeline calls per step
+    res = dict(step=statistics.median(clock.times[2:]), mem_mb=_peak_mb() - rss0,
+               aug=statistics.median(sum(aug_t[i*k:(i+1)*k]) for i in range(2, n)))
+    if not split: return res
+    # the rest as a fraction of its own step, the median over steps
+    frac = statistics.median((t - nd) / t for t, nd in zip(clock.times[2:], need[2:]))
+    return res | dict(need=statistics.median(need[2:]), rest_frac=frac, grad_units=units[-1][0], nograd_units=units[-1][1])
 
-def measure(case, bs=256, steps=12, threads=2, arch='small_resnet') -> dict:
+def measure(case, bs=256, steps=12, threads=2, arch='small_resnet', split=False) -> dict:
     "Run `run_case` in a fresh process (so that its max RSS is its own)"
-    out = subprocess.run([sys.executable, __file__, '--case', case, '--bs', str(bs), '--steps', str(steps), '--threads', str(threads), '--arch', arch],
+    out = subprocess.run([sys.executable, __file__, '--case', case, '--bs', str(bs), '--steps', str(steps), '--threads', str(threads), '--arch', arch]
+                         + ['--split'] * split,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -115,19 +140,19 @@ def main():
     ap.add_argument('--arch', default='small_resnet'); ap.add_argument('--split', action='store_true', help='split each step into needed encoder work and the rest')
     a = ap.parse_args()
     if a.case:   # child process
-        print(json.dumps(run_case(a.case, a.bs, a.steps, a.threads, a.arch))); return
+        print(json.dumps(run_case(a.case, a.bs, a.steps, a.threads, a.arch, a.split))); return
     from self_supervised.registry import ALGOS
     bare = measure('bare', a.bs, a.steps, a.threads, a.arch)
     print(f"bare encoder step ({a.arch}, bs={a.bs}, 28 px, {a.threads} threads): {bare['step']*1e3:.0f} ms (forward + backward {bare['fb']*1e3:.0f}, "
           f"forward without gradients {bare['f']*1e3:.0f}, Adam {bare['opt']*1e3:.0f}), peak +{bare['mem_mb']:.0f} MB")
     if a.split:
-        print("| callback | step (ms) | encoder passes (with / without gradients, bare batches) | needed encoder work (ms) | the rest (ms) | the rest / step |")
-        print("|---|---|---|---|---|---|")
+        print("| callback | step (ms) | encoder passes (with / without gradients, bare batches) | needed encoder work (ms) | the rest (ms): augmentation + heads, loss, bookkeeping | the rest / step | augmentation / step |")
+        print("|---|---|---|---|---|---|---|")
         for algo in (a.algos.split(',') if a.algos else ALGOS):
-            r = measure(algo, a.bs, a.steps, a.threads, a.arch)
-            need = r['need']
-            rest = r['step'] - need
-            print(f"| {algo} | {r['step']*1e3:.0f} | {r['grad_units']:.2f} / {r['nograd_units']:.2f} | {need*1e3:.0f} | {rest*1e3:.0f} | {rest/r['step']:.0%} |", flush=True)
+            r = measure(algo, a.bs, a.steps, a.threads, a.arch, split=True)
+            rest = r['step'] - r['need']
+            print(f"| {algo} | {r['step']*1e3:.0f} | {r['grad_units']:.2f} / {r['nograd_units']:.2f} | {r['need']*1e3:.0f} | {rest*1e3:.0f}: "
+                  f"{r['aug']*1e3:.0f} + {(rest - r['aug'])*1e3:.0f} | {r['rest_frac']:.0%} | {r['aug']/r['step']:.0%} |", flush=True)
         return
     print("| callback | step (ms) | step / bare encoder step | peak memory (MB) | peak memory / bare |")
     print("|---|---|---|---|---|")
