@@ -18,7 +18,7 @@ same labelled clips), each row marked by whether the target holds (SSL linear pr
     python bench/ts_compare.py --datasets GunPoint,ArrowHead --seeds 4
     python bench/ts_compare.py --tasks ts_contrastive,ts_masked_frames --datasets JapaneseVowels_eq
 """
-import argparse, copy, math, sys, time, warnings
+import argparse, copy, json, math, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ def run(name, args):
             enc = copy.deepcopy(enc0)
             y = torch.full((n,), -1) if task != 'ts_multitask' else torch.where(torch.isin(torch.arange(n), idx), ds.train_y, -1)
             dls = ts_dls(ds.train_x, ds.test_x, y, ds.test_y, bs=bs, device='cpu')
-            learn = ts_learner(dls, task, arch=enc)   # the defaults of the data's kind: nothing set here
+            learn = ts_learner(dls, task, arch=enc, recipe=args.recipe)   # the defaults of the data's kind unless `--recipe` changes them
             with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, args.lr)
             res[task].append((*probe(enc, ds), finetune(copy.deepcopy(enc), ds, idx, args.ft_steps, args.ft_lr, seed)))
     r = np.array(res['random'])
@@ -132,6 +132,8 @@ if __name__ == '__main__':
     p.add_argument('--frac', type=float, default=0.1, help='fraction of the training labels for fine-tuning')
     p.add_argument('--ft-steps', type=int, default=200)
     p.add_argument('--ft-lr', type=float, default=1e-3, help='fine-tuning learning rate (the linear probe before it: 10 times more)')
+    p.add_argument('--recipe', type=json.loads, default=None,
+                   help='settings that replace the defaults, as JSON, e.g. \'{"temp": 0.5, "augs": {"crop": null}}\'')
     p.add_argument('--arch', default='tcn')
     p.add_argument('--width', type=int, default=32)
     # one thread by default: these convolutions are small, and two threads on two busy cores are slower than one
@@ -146,7 +148,8 @@ if __name__ == '__main__':
     t0 = time.time()
     rows = [row for name in names for row in run(name, args)]
     cmd = ('python bench/ts_compare.py' + (f' --datasets {args.datasets}' if args.datasets else '') + f" --tasks {','.join(args.tasks)} --seeds {args.seeds} "
-           f"--ssl-steps {args.ssl_steps} --bs {args.bs} --frac {args.frac} --ft-steps {args.ft_steps}")
+           f"--ssl-steps {args.ssl_steps} --lr {args.lr:g} --bs {args.bs} --frac {args.frac} --ft-steps {args.ft_steps}"
+           + (f" --recipe '{json.dumps(args.recipe)}'" if args.recipe else ''))
     head = ("| data set | kind | train/test × features × frames, classes | kNN random | kNN SSL | linear random | linear SSL | linear gain (SSL ≥ random?) "
             f"| fine-tuned from scratch, {args.frac:.0%} labels | fine-tuned from SSL | fine-tuning gain (seeds ahead) |" + (' task |' if len(args.tasks) > 1 else ''))
     md = '\n'.join([head, '|' + '---|' * (head.count('|') - 1)] + [r['md'] for r in rows])
