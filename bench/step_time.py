@@ -77,9 +77,23 @@ def run_case(case, bs, steps, threads, arch='small_resnet', split=False):
     learn = ssl_learner(dls, case, enc)
     clock, stop = step_clock()
     learn.add_cbs([clock, stop])
-    # the augmentation's share of the rest: each pipeline's calls in training steps, timed
+    if split: aug_t, need, units = _split_callbacks(learn, enc, stop, bs)
+    rss0 = _peak_reset()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
+    res = dict(step=statistics.median(clock.times[2:]), mem_mb=_peak_mb() - rss0)
+    if not split: return res
+    n, k = len(clock.times), len(aug_t) // len(clock.times)   # steps, pipeline calls per step
+    # the rest as a fraction of its own step, the median over steps
+    frac = statistics.median((t - nd) / t for t, nd in zip(clock.times[2:], need[2:]))
+    return res | dict(need=statistics.median(need[2:]), rest_frac=frac, grad_units=units[-1][0], nograd_units=units[-1][1],
+                      aug=statistics.median(sum(aug_t[i*k:(i+1)*k]) for i in range(2, n)))
+
+def _split_callbacks(learn, enc, stop, bs) -> tuple:
+    "Time `learn`'s augmentation pipelines and pair each training step with its needed encoder work; the lists they fill: `(aug_t, need, units)`"
+    import torch
     from fastai.callback.core import Callback
     from self_supervised.callback import SSLCallback
+    # the augmentation's share of the rest: each pipeline's calls in training steps, timed
     ssl_cb, aug_t = next(c for c in learn.cbs if isinstance(c, SSLCallback)), []
     class Timed:
         def __init__(self, p): self.p = p
@@ -96,15 +110,13 @@ def run_case(case, bs, steps, threads, arch='small_resnet', split=False):
         if learn.training: passes.append((torch.is_grad_enabled(), tuple(inp[0].shape)))   # validation passes are not part of the step
     for m in learn.model.modules():
         if type(m) is type(enc) and sum(p.numel() for p in m.parameters()) == n_par: m.register_forward_hook(count)
-    # with `split`, right after each step (outside its clock) a bare copy of the encoder makes the same passes, forward + backward
-    # with gradients, forward alone without, and one Adam step: each step is paired with its needed work, so the machine's
-    # drift between the two cancels
-    need, units = [], []
-    opt, inputs = torch.optim.Adam(bare.parameters(), 1e-3), {}
+    # right after each step (outside its clock) the bare copy makes the same passes, forward + backward with gradients,
+    # forward alone without, and one Adam step: each step is paired with its needed work, so the machine's drift between the two cancels
+    need, units, opt, inputs = [], [], torch.optim.Adam(bare.parameters(), 1e-3), {}
     class Replay(Callback):
         order = stop.order + 1
         def after_batch(self):
-            if not (split and self.training): return
+            if not self.training: return
             t = time.perf_counter()
             for grad, shape in passes:
                 xb = inputs.setdefault(shape, torch.randn(shape))
@@ -116,15 +128,7 @@ def run_case(case, bs, steps, threads, arch='small_resnet', split=False):
             units.append([sum(s[0] * s[-1] * s[-2] for g, s in passes if g == grad) / (bs * 28 * 28) for grad in (True, False)])
             passes.clear()
     learn.add_cb(Replay())
-    rss0 = _peak_reset()
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3)
-    n, k = len(clock.times), len(aug_t) // len(clock.times)   # steps, pipeline calls per step
-    res = dict(step=statistics.median(clock.times[2:]), mem_mb=_peak_mb() - rss0,
-               aug=statistics.median(sum(aug_t[i*k:(i+1)*k]) for i in range(2, n)))
-    if not split: return res
-    # the rest as a fraction of its own step, the median over steps
-    frac = statistics.median((t - nd) / t for t, nd in zip(clock.times[2:], need[2:]))
-    return res | dict(need=statistics.median(need[2:]), rest_frac=frac, grad_units=units[-1][0], nograd_units=units[-1][1])
+    return aug_t, need, units
 
 def measure(case, bs=256, steps=12, threads=2, arch='small_resnet', split=False) -> dict:
     "Run `run_case` in a fresh process (so that its max RSS is its own)"
