@@ -46,19 +46,21 @@ class Jitter(TSAug):
     def __init__(self, sigma:float=0.05, p:float=1.): super().__init__(p); self.sigma = sigma
     def apply(self, x): return x + self.sigma * torch.randn_like(x)
 
-class Scaling(TSAug):
-    "Multiply each sample (each feature of each sample if `per_feature`) by a factor drawn from N(1, sigma^2)"
-    def __init__(self, sigma:float=0.1, per_feature:bool=False, p:float=1.):
+class _PerSample(TSAug):
+    "Base of the augmentations with one draw from N(0, sigma^2) per sample (per feature of each sample if `per_feature`), the same for all its frames"
+    def __init__(self, sigma:float, per_feature:bool=False, p:float=1.):
         super().__init__(p); self.sigma, self.per_feature = sigma, per_feature
-    def apply(self, x):
-        f = 1 + self.sigma * torch.randn(len(x), x.shape[1] if self.per_feature else 1, 1, device=x.device, dtype=x.dtype)
-        return x * f
+    def draw(self, x): return self.sigma * torch.randn(len(x), x.shape[1] if self.per_feature else 1, 1, device=x.device, dtype=x.dtype)
 
-class Offset(TSAug):
+class Scaling(_PerSample):
+    "Multiply each sample (each feature of each sample if `per_feature`) by a factor drawn from N(1, sigma^2)"
+    def __init__(self, sigma:float=0.1, per_feature:bool=False, p:float=1.): super().__init__(sigma, per_feature, p)
+    def apply(self, x): return x * (1 + self.draw(x))
+
+class Offset(_PerSample):
     "Add to each sample (each feature of each sample if `per_feature`) a constant drawn from N(0, sigma^2), in the units of the (standardised) data"
-    def __init__(self, sigma:float=0.5, per_feature:bool=False, p:float=1.):
-        super().__init__(p); self.sigma, self.per_feature = sigma, per_feature
-    def apply(self, x): return x + self.sigma * torch.randn(len(x), x.shape[1] if self.per_feature else 1, 1, device=x.device, dtype=x.dtype)
+    def __init__(self, sigma:float=0.5, per_feature:bool=False, p:float=1.): super().__init__(sigma, per_feature, p)
+    def apply(self, x): return x + self.draw(x)
 
 # %% ../../nbs/62_ts_augment.ipynb #d5a0458b
 def resample_time(x:Tensor, pos:Tensor) -> Tensor:
